@@ -1,0 +1,1 @@
+"""Example policy and demo tools shipped with the package."""

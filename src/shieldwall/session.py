@@ -64,6 +64,7 @@ class Session:
     def __init__(self, wall: Shieldwall, state: SessionState) -> None:
         self.wall = wall
         self.state = state
+        self.last: Decision | None = None  # the decision of the latest call()
 
     @property
     def id(self) -> str:
@@ -107,6 +108,7 @@ class Session:
         decision = self.decide(ToolCall(tool, args), approval_id=approval)
         if decision.verdict == Verdict.ASK:
             decision = self._ask(tool, args, decision)
+        self.last = decision
         if not decision.allowed:
             raise Denied(decision)
         call = decision.action

@@ -1,0 +1,41 @@
+# Shieldwall: `make demo` sets up and runs the demo; `make test` sets up and runs every test.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+EXTRAS ?= dev,agentdojo
+
+.PHONY: setup demo test lint typecheck unit system services lock clean
+
+$(BIN)/.installed: pyproject.toml constraints.txt
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c constraints.txt -e '.[$(EXTRAS)]'
+	touch $@
+
+setup: $(BIN)/.installed
+
+demo: setup
+	$(BIN)/shieldwall demo
+
+system:
+	bash scripts/system-deps.sh
+
+services:
+	bash scripts/services.sh
+
+lint: setup
+	$(BIN)/ruff check src tests
+
+typecheck: setup
+	$(BIN)/mypy src
+
+unit: setup
+	$(BIN)/pytest
+
+test: setup system services lint typecheck unit
+
+lock:
+	$(BIN)/pip freeze --exclude-editable | grep -v '^shieldwall' > constraints.txt
+
+clean:
+	rm -rf $(VENV) .shieldwall .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,183 @@
+"""A small learned injection classifier that runs on numpy alone.
+
+Features are hashed character 3-5-grams and word 1-2-grams of the normalised, lower-
+cased text (2**18 buckets); the model is a logistic regression trained by
+``scripts/train_detector.py`` and shipped as ``models/injection-ngram.npz`` with a JSON
+card. A text is scored in windows (512 characters, stride 256) and the highest window
+wins: an instruction buried in a long tool result is not diluted by the pages around
+it. Because features are counts scaled by 1/sqrt(n-grams in the window), every window's
+logit comes from two prefix sums over the text, so scoring all windows costs about as
+much as scoring the text once.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import zlib
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ..actions import Severity
+from .base import Hit
+
+DIM_BITS = 18
+DIM = 1 << DIM_BITS
+CHAR_NS = (3, 4, 5)
+WINDOW = 512
+STRIDE = 256
+MODEL_DIR = Path(__file__).parent / "models"
+MODEL_NAME = "injection-ngram"
+
+_WS = re.compile(r"\s+")
+_WORD = re.compile(r"\w+")
+_MUL = np.uint64(0x9E3779B97F4A7C15)
+_MIX = np.uint64(0xFF51AFD7ED558CCD)
+_P = np.uint64(1000003)
+_MASK = np.uint64(DIM - 1)
+_S33 = np.uint64(33)
+
+
+def prepare(text: str) -> str:
+    """Lower-case and collapse whitespace (the classifier's view of normalised text)."""
+    return _WS.sub(" ", text.lower()).strip()
+
+
+def _char_grams(codes: npt.NDArray[np.uint64], n: int) -> npt.NDArray[np.uint64]:
+    m = codes.shape[0] - n + 1
+    if m <= 0:
+        return np.zeros(0, dtype=np.uint64)
+    h = np.full(m, np.uint64(n) * _MUL, dtype=np.uint64)
+    for k in range(n):
+        h = h * _P + codes[k : k + m]
+    h = h * _MIX
+    h ^= h >> _S33
+    return h & _MASK
+
+
+def features(text: str) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Hashed n-gram bucket ids and the character position where each starts.
+
+    ``text`` must already be :func:`prepare`-d. Both arrays have the same length."""
+    if not text:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+    ids: list[npt.NDArray[Any]] = []
+    pos: list[npt.NDArray[Any]] = []
+    for n in CHAR_NS:
+        g = _char_grams(codes, n)
+        ids.append(g)
+        pos.append(np.arange(g.shape[0], dtype=np.int64))
+    words = [(m.start(), m.group(0)) for m in _WORD.finditer(text)]
+    if words:
+        wid = [zlib.crc32(w.encode()) for _, w in words]
+        wid += [zlib.crc32(f"{a[1]} {b[1]}".encode()) ^ 0x5BD1E995 for a, b in zip(words, words[1:], strict=False)]
+        wpos = [p for p, _ in words] + [a[0] for a in words[:-1]]
+        w = np.array(wid, dtype=np.uint64) * _MUL
+        w ^= w >> _S33
+        ids.append(w & _MASK)
+        pos.append(np.array(wpos, dtype=np.int64))
+    return np.concatenate(ids).astype(np.int64), np.concatenate(pos)
+
+
+def window_bounds(length: int, window: int = WINDOW, stride: int = STRIDE) -> list[tuple[int, int]]:
+    """Character windows covering a text of ``length`` characters."""
+    if length <= window:
+        return [(0, length)]
+    out = [(s, s + window) for s in range(0, length - window, stride)]
+    out.append((length - window, length))
+    return out
+
+
+@dataclass(slots=True)
+class NgramModel:
+    weights: npt.NDArray[np.float32]
+    bias: float
+    threshold: float  # on the probability; chosen for 1% FPR on validation data
+    card: dict[str, Any]
+    window: int = WINDOW
+    stride: int = STRIDE
+
+    def logits(self, text: str) -> tuple[float, tuple[int, int]]:
+        """The highest window logit and that window's span in the prepared text."""
+        t = prepare(text)
+        ids, pos = features(t)
+        if ids.shape[0] == 0:
+            return self.bias, (0, 0)
+        L = len(t)
+        contrib = np.bincount(pos, weights=self.weights[ids], minlength=L + 1)
+        counts = np.bincount(pos, minlength=L + 1).astype(np.float64)
+        cs = np.concatenate(([0.0], np.cumsum(contrib)))
+        cn = np.concatenate(([0.0], np.cumsum(counts)))
+        bounds = window_bounds(L, self.window, self.stride)
+        starts = np.array([b[0] for b in bounds])
+        ends = np.array([b[1] for b in bounds])
+        n = np.maximum(cn[ends] - cn[starts], 1.0)
+        z = (cs[ends] - cs[starts]) / np.sqrt(n) + self.bias
+        i = int(np.argmax(z))
+        return float(z[i]), bounds[i]
+
+    def score(self, text: str) -> float:
+        z, _ = self.logits(text)
+        return float(1.0 / (1.0 + np.exp(-z)))
+
+    def scan(self, text: str) -> list[Hit]:
+        z, span = self.logits(text)
+        p = float(1.0 / (1.0 + np.exp(-z)))
+        if p < self.threshold:
+            return []
+        return [Hit("detect.injection.classifier",
+                    f"injection classifier score {p:.3f} (threshold {self.threshold:.3f})",
+                    score=p, span=span, evidence=prepare(text)[span[0]:span[0] + 80],
+                    severity=Severity.HIGH if p >= 0.95 else Severity.MEDIUM)]
+
+
+def sparse_rows(texts: list[str], window: int = WINDOW) -> tuple[list[int], list[int], list[float]]:
+    """Training helper: (row, col, value) triplets of the window features, one row per
+    text. Texts longer than ``window`` must be split by the caller (training does)."""
+    rows: list[int] = []
+    cols: list[int] = []
+    vals: list[float] = []
+    for r, text in enumerate(texts):
+        ids, _ = features(prepare(text))
+        if ids.shape[0] == 0:
+            continue
+        u, c = np.unique(ids, return_counts=True)
+        scale = 1.0 / np.sqrt(ids.shape[0])
+        rows.extend([r] * u.shape[0])
+        cols.extend(u.tolist())
+        vals.extend((c * scale).tolist())
+    return rows, cols, vals
+
+
+def save(path: Path, weights: npt.NDArray[np.floating[Any]], bias: float, threshold: float,
+         card: dict[str, Any]) -> None:
+    np.savez_compressed(path.with_suffix(".npz"), weights=weights.astype(np.float16),
+                        bias=np.array([bias]), threshold=np.array([threshold]))
+    path.with_suffix(".json").write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
+
+
+def load(path: Path) -> NgramModel:
+    with np.load(path.with_suffix(".npz")) as z:
+        weights = z["weights"].astype(np.float32)
+        bias = float(z["bias"][0])
+        threshold = float(z["threshold"][0])
+    if weights.shape != (DIM,):
+        raise ValueError(f"model {path} has {weights.shape[0]} weights, expected {DIM}")
+    card = json.loads(path.with_suffix(".json").read_text())
+    return NgramModel(weights, bias, threshold, card)
+
+
+@lru_cache(maxsize=1)
+def default_model() -> NgramModel:
+    """The shipped model (loaded once; no network, no download)."""
+    return load(MODEL_DIR / MODEL_NAME)
+
+
+def scan(text: str) -> list[Hit]:
+    return default_model().scan(text)

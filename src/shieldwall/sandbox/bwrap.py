@@ -1,0 +1,225 @@
+"""The default backend: bubblewrap namespaces + a seccomp filter + a cgroup per run.
+
+What a run sees: the host's ``/usr`` (and the ``/bin``, ``/lib`` links) read-only; a
+generated ``/etc`` with only the loader cache, time zone, certificates and a two-line
+``passwd``; its own ``/proc`` (new pid namespace: no host process is visible); a
+minimal ``/dev``; ``/tmp`` and ``/dev/shm`` as small tmpfs; the work directory at
+``/workspace``; no network interface but loopback; uid 65534 with no capabilities. The
+root is remounted read-only. When the parent is root, bwrap itself is started as host
+uid 65534 (root's bwrap would map the sandbox to host uid 0, which owns ``/etc/shadow``
+and ``/root``), so even a kernel bug in the user namespace meets an unprivileged uid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import seccomp
+from .cgroup import CgroupLayout, RunCgroup, detect
+from .runner import Launch, execute, rlimits_for
+from .types import RunResult, RunSpec
+
+SANDBOX_UID = 65534
+SANDBOX_GID = 65534
+WORKDIR = "/workspace"
+PROXY_SOCKET_INSIDE = "/run/shieldwall/egress.sock"
+PROXY_PORT = 3128
+SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
+_ETC_FILES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "alternatives",
+              "ssl", "ca-certificates", "mime.types")
+
+GUARANTEES = frozenset({
+    "no_network", "no_host_files", "no_host_processes", "no_host_env", "unprivileged",
+    "syscall_filter", "memory_limit", "pids_limit", "cpu_limit", "disk_limit", "tmp_limit",
+    "wall_timeout", "output_limit", "kills_all", "secret_redaction", "persistent_workspace",
+    "subprocesses", "proxy_network",
+})
+
+
+def bwrap_path() -> str | None:
+    return shutil.which("bwrap")
+
+
+def _sandbox_python() -> str:
+    """An interpreter that lives under /usr (bound read-only) for code runs."""
+    for cand in ("/usr/bin/python3", "/usr/local/bin/python3"):
+        if os.path.exists(cand):
+            return cand
+    return "/usr/bin/python3"
+
+
+class BwrapBackend:
+    name = "bwrap"
+    strength = 30
+    guarantees = GUARANTEES
+
+    def __init__(self, cgroup_root: str | None = None) -> None:
+        self.python = _sandbox_python()
+        self._bwrap = bwrap_path()
+        self._layout: CgroupLayout | None
+        self._layout, self._cgroup_why = detect(cgroup_root)
+        self._etc: str | None = None
+        self._support: str | None = None
+        self._root = os.geteuid() == 0
+
+    # ----------------------------------------------------------------- availability
+    def available(self) -> tuple[bool, str]:
+        if not self._bwrap:
+            return False, "bubblewrap (bwrap) is not installed: apt-get install bubblewrap"
+        if not seccomp.supported():
+            return False, "no seccomp syscall table for this CPU architecture"
+        return True, ("cgroup: " + (self._layout.describe() if self._layout else
+                                    f"none ({self._cgroup_why}); rlimits only"))
+
+    @property
+    def cgroup_layout(self) -> CgroupLayout | None:
+        return self._layout
+
+    def _etc_dir(self) -> str:
+        """Generated /etc files, made once per backend: passwd, group, hosts, nsswitch."""
+        if self._etc and os.path.isdir(self._etc):
+            return self._etc
+        d = tempfile.mkdtemp(prefix="shieldwall-etc-")
+        os.chmod(d, 0o755)
+        files = {
+            "passwd": f"root:x:0:0::/:/usr/sbin/nologin\nsandbox:x:{SANDBOX_UID}:{SANDBOX_GID}"
+                      f"::{WORKDIR}:/bin/sh\n",
+            "group": f"root:x:0:\nsandbox:x:{SANDBOX_GID}:\n",
+            "hosts": "127.0.0.1 localhost\n::1 localhost\n",
+            "nsswitch.conf": "passwd: files\ngroup: files\nhosts: files\n",
+            "hostname": "sandbox\n",
+        }
+        for name, text in files.items():
+            p = Path(d) / name
+            p.write_text(text)
+            p.chmod(0o644)
+        self._etc = d
+        return d
+
+    # ----------------------------------------------------------------- the command
+    def _options(self, spec: RunSpec, seccomp_fd: int) -> list[str]:
+        lim = spec.limits
+        o = [
+            "--unshare-user", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_GID),
+            "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
+            "--unshare-cgroup-try", "--disable-userns", "--hostname", "sandbox",
+            "--die-with-parent", "--new-session", "--cap-drop", "ALL",
+            "--ro-bind", "/usr", "/usr",
+        ]
+        for top in ("bin", "sbin", "lib", "lib64", "lib32", "libx32"):
+            p = "/" + top
+            if os.path.islink(p):
+                o += ["--symlink", os.readlink(p), p]
+            elif os.path.isdir(p):
+                o += ["--ro-bind", p, p]
+        for name in _ETC_FILES:
+            o += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
+        etc = self._etc_dir()
+        for name in sorted(os.listdir(etc)):
+            o += ["--ro-bind", f"{etc}/{name}", f"/etc/{name}"]
+        o += [
+            "--proc", "/proc", "--dev", "/dev",
+            "--size", str(lim.tmp_bytes), "--tmpfs", "/tmp",
+            "--size", str(lim.tmp_bytes), "--tmpfs", "/dev/shm",
+            "--bind", spec.workdir, WORKDIR,
+        ]
+        for p in spec.ro_paths:
+            o += ["--ro-bind", p, p]
+        for p in spec.rw_paths:
+            o += ["--bind", p, p]
+        if spec.network == "proxy":
+            if not spec.proxy_socket:
+                raise ValueError("network='proxy' needs proxy_socket")
+            o += ["--dir", "/run/shieldwall",
+                  "--ro-bind", str(Path(__file__).with_name("bridge.py")),
+                  "/run/shieldwall/bridge.py",
+                  "--bind", spec.proxy_socket, PROXY_SOCKET_INSIDE]
+        o += ["--chdir", WORKDIR, "--clearenv"]
+        for k, v in self._env(spec).items():
+            o += ["--setenv", k, v]
+        o += ["--seccomp", str(seccomp_fd), "--remount-ro", "/"]
+        return o
+
+    def _env(self, spec: RunSpec) -> dict[str, str]:
+        env = {"PATH": SYSTEM_PATH, "HOME": WORKDIR, "LANG": "C.UTF-8", "TMPDIR": "/tmp",
+               "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1"}
+        if spec.network == "proxy":
+            url = f"http://127.0.0.1:{PROXY_PORT}"
+            for k in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy",
+                      "all_proxy"):
+                env[k] = url
+            env["SHIELDWALL_EGRESS_SOCKET"] = PROXY_SOCKET_INSIDE
+        env.update(spec.env)
+        env.update(spec.secrets)
+        return env
+
+    def command(self, spec: RunSpec, argv: Sequence[str]) -> tuple[list[str], list[int]]:
+        """The bwrap argv and the fds it must inherit. Options (env values included) go
+        through ``--args FD`` so they never show in the host's process list."""
+        assert self._bwrap
+        sfd = seccomp.filter_fd()
+        opts = self._options(spec, sfd)
+        afd = os.memfd_create("shieldwall-bwrap-args", 0)
+        os.write(afd, b"".join(a.encode() + b"\0" for a in opts))
+        os.lseek(afd, 0, os.SEEK_SET)
+        if spec.network == "proxy":
+            argv = [self.python, "-I", "/run/shieldwall/bridge.py", PROXY_SOCKET_INSIDE,
+                    str(PROXY_PORT), "--", *argv]
+        return [self._bwrap, "--args", str(afd), "--", *argv], [sfd, afd]
+
+    # ----------------------------------------------------------------- running
+    def prepare_workdir(self, path: str) -> None:
+        """Give the work directory to the sandbox uid (when we are root)."""
+        if self._root:
+            os.chown(path, SANDBOX_UID, SANDBOX_GID)
+
+    def execute(self, spec: RunSpec) -> RunResult:
+        ok, why = self.available()
+        if not ok:
+            from .types import ErrorKind
+
+            return RunResult("", "", None, ErrorKind.SANDBOX_ERROR, backend=self.name,
+                             message=why)
+        argv, fds = self.command(spec, spec.argv)
+        cg = None
+        try:
+            if self._layout is not None:
+                cg = RunCgroup.create(self._layout, spec.limits.memory_bytes, spec.limits.pids)
+            launch = Launch(
+                argv=argv, env={"PATH": SYSTEM_PATH}, limits=spec.limits, backend=self.name,
+                cwd="/", pass_fds=fds, cgroup=cg,
+                uid=SANDBOX_UID if self._root else None,
+                gid=SANDBOX_GID if self._root else None,
+                rlimits=rlimits_for(spec.limits, address_space=cg is None,
+                                    nproc=cg is None and self._root),
+                stdin=spec.stdin, secrets=spec.secrets,
+                disk_usage=lambda: dir_usage(spec.workdir), signal_exit_codes=True,
+            )
+            return execute(launch)
+        finally:
+            for fd in fds:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            if cg is not None:
+                cg.destroy()
+
+
+def dir_usage(path: str) -> int:
+    """Bytes used under ``path``: from statvfs when it is its own (tmpfs) mount, else a walk."""
+    try:
+        if os.path.ismount(path):
+            st = os.statvfs(path)
+            return (st.f_blocks - st.f_bfree) * st.f_frsize
+        total = 0
+        for root, _dirs, files in os.walk(path):
+            for f in files:
+                with contextlib.suppress(OSError):
+                    total += os.lstat(os.path.join(root, f)).st_blocks * 512
+        return total
+    except OSError:
+        return 0

@@ -94,7 +94,7 @@ def make_policy(port: int | None = None, *, hosts: list[str] | None = None,
     ports = [port] if port else [80, 443]
     sec = EgressSection(
         allow_hosts=hosts if hosts is not None else ["allowed.test", "*.allowed.test", "127.0.0.1"],
-        schemes=["http", "https"],
+        schemes=section.pop("schemes", ["http", "https"]),
         ports=ports,
         allow_private=private if private is not None else ["127.0.0.1"],
         **section,

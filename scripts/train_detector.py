@@ -166,9 +166,13 @@ def augment(chunks: list[str], texts: list[str], labels: list[int], n: int,
     pos = [t for t, y in zip(texts, labels, strict=True) if y == 1 and len(t) < 400]
     neg = [t for t, y in zip(texts, labels, strict=True) if y == 0 and len(t) < 400]
     for i in range(n):
-        base = rng.choice(chunks)
         y = 1 if i % 2 == 0 else 0
         ins = rng.choice(pos if y else neg)
+        # Keep the result within one scoring window, as the model will see it.
+        room = max(0, clf.WINDOW - 16 - len(ins))
+        chunk = rng.choice(chunks)
+        off = rng.randrange(0, max(1, len(chunk) - room))
+        base = chunk[off : off + room]
         cut = rng.randrange(0, len(base) + 1)
         sep = rng.choice(["\n\n", "\n", " ", "\n---\n"])
         out.append(base[:cut] + sep + ins + sep + base[cut:])

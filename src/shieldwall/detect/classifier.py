@@ -41,6 +41,7 @@ _MIX = np.uint64(0xFF51AFD7ED558CCD)
 _P = np.uint64(1000003)
 _MASK = np.uint64(DIM - 1)
 _S33 = np.uint64(33)
+_SEEDS = {n: np.uint64((n * 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF) for n in (1, 2, 3, 4, 5, 6)}
 
 
 def prepare(text: str) -> str:
@@ -52,7 +53,7 @@ def _char_grams(codes: npt.NDArray[np.uint64], n: int) -> npt.NDArray[np.uint64]
     m = codes.shape[0] - n + 1
     if m <= 0:
         return np.zeros(0, dtype=np.uint64)
-    h = np.full(m, np.uint64(n) * _MUL, dtype=np.uint64)
+    h = np.full(m, _SEEDS[n], dtype=np.uint64)
     for k in range(n):
         h = h * _P + codes[k : k + m]
     h = h * _MIX

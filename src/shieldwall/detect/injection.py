@@ -1,0 +1,76 @@
+"""The combined injection detector: normalise, decode, then rules and classifier.
+
+Scores are put on one scale where 0.5 is each part's own threshold (the classifier's
+from its card, the rules' :data:`RULE_THRESHOLD`), so "flagged" is ``score >= 0.5`` and
+the combined score is the maximum of the parts.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from . import classifier, encodings, heuristics
+from .base import Hit
+from .normalise import normalise
+
+RULE_THRESHOLD = 0.7  # noisy-or of rule weights; set on the training/validation splits
+MAX_SCAN = 256 * 1024  # characters scanned per text; the rest is reported, not read
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-6), 1 - 1e-6)
+    return math.log(p / (1 - p))
+
+
+def _sig(z: float) -> float:
+    return 1.0 / (1.0 + math.exp(-max(min(z, 50.0), -50.0)))
+
+
+@dataclass(slots=True)
+class InjectionResult:
+    score: float  # combined, 0.5 = threshold
+    rule_score: float  # calibrated the same way
+    model_score: float  # calibrated the same way; -1 when the classifier was not run
+    hits: list[Hit] = field(default_factory=list)  # every finding (rules, model, invisibles)
+
+    @property
+    def flagged(self) -> bool:
+        return self.score >= 0.5
+
+
+def rule_scale(hs: float, threshold: float = RULE_THRESHOLD) -> float:
+    return 0.0 if hs <= 0 else _sig(_logit(hs) - _logit(threshold))
+
+
+def scan(text: str, *, use_model: bool = True, decode: bool = True,
+         rule_threshold: float = RULE_THRESHOLD) -> InjectionResult:
+    """Scan one text for injected instructions."""
+    text = text[:MAX_SCAN]
+    norm = normalise(text)
+    view = norm.scan_text
+    hits: list[Hit] = list(norm.hits)
+    rule_hits = heuristics.scan(view)
+    hits += rule_hits
+    rs = rule_scale(heuristics.combine(rule_hits), rule_threshold)
+    ms = -1.0
+    model = classifier.default_model() if use_model else None
+    if model is not None:
+        z, span = model.logits(view)
+        ms = _sig(z - _logit(model.threshold))
+        if ms >= 0.5:
+            hits.append(Hit("detect.injection.classifier",
+                            f"injection classifier above its threshold ({_sig(z):.3f})",
+                            score=_sig(z), span=span, evidence=classifier.prepare(view)[span[0]:span[0] + 80]))
+    score = max(rs, ms)
+    if decode:
+        for d in encodings.decode_all(norm.text):
+            if len(d.text.strip()) < 8:
+                continue
+            sub = scan(d.text, use_model=use_model, decode=False, rule_threshold=rule_threshold)
+            if sub.flagged:
+                hits.append(Hit("detect.injection.encoded",
+                                f"{d.kind}-encoded text (depth {d.depth}) holds an injection",
+                                score=sub.score, span=d.span, evidence=d.text[:80]))
+                score = max(score, sub.score)
+    return InjectionResult(score=score, rule_score=rs, model_score=ms, hits=hits)

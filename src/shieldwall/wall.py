@@ -44,7 +44,7 @@ class Shieldwall:
         *,
         base_dir: str | Path = ".",
         store: CounterStore | None = None,
-        audit: AuditLog | None | bool = True,
+        audit: AuditLog | bool | None = True,
         approver: Approver | None = None,
         clock: Callable[[], float] = time.time,
         extra_layers: list[Layer] | None = None,

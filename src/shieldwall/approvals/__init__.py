@@ -111,7 +111,7 @@ class ApprovalQueue:
             return None
         req._event.wait(max(0.0, min(timeout, req.expires - self._clock())))
         req = self.get(request_id)
-        if req is None or req.status == "pending":
+        if req is None or req.status in ("pending", "expired"):
             return None
         return req.status == "approved"
 

@@ -55,7 +55,8 @@ def write_markdown(name: str, title: str, header: list[str], rows: list[list[str
                    notes: list[str], out_dir: Path | None = None) -> Path:
     out_dir = out_dir or Path("benchmarks")
     out_dir.mkdir(parents=True, exist_ok=True)
-    lines = [f"# {title}", "", f"Machine: {machine()}  ", f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", ""]
+    date = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    lines = [f"# {title}", "", f"Machine: {machine()}  ", f"Date: {date}", ""]
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "|".join("---" for _ in header) + "|")
     lines += ["| " + " | ".join(r) + " |" for r in rows]

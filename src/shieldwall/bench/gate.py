@@ -5,7 +5,7 @@ from __future__ import annotations
 import tempfile
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -55,7 +55,7 @@ def command(
     for col in ("scenario", "p50 µs", "p99 µs", "decisions/s", "× direct p50"):
         table.add_column(col)
 
-    args = {"order_id": "ORD-12345", "limit": 5}
+    args: dict[str, Any] = {"order_id": "ORD-12345", "limit": 5}
     direct = summary(time_calls(lambda: lookup(**args), n))
     results: list[tuple[str, dict[str, float], float]] = [("direct function call", direct, 0.0)]
 

@@ -82,7 +82,8 @@ class CompiledPolicy:
             deny = frozenset(t.deny)
             tools = tools - deny
             if t.budget:
-                calls = int(_min(calls, t.budget.calls)) if _min(calls, t.budget.calls) is not None else None
+                c = _min(calls, t.budget.calls)
+                calls = int(c) if c is not None else None
                 per_minute = _min(per_minute, t.budget.per_minute)
                 b = _min(burst, t.budget.burst)
                 burst = int(b) if b is not None else None

@@ -168,7 +168,7 @@ class BudgetLayer:
         eff = session.effective
         tool = action.target() if not isinstance(action, Egress) else "egress"
         if eff.session_calls is not None:
-            ok, left = self.store.take(f"s:{session.id}", eff.session_calls)
+            ok, _ = self.store.take(f"s:{session.id}", eff.session_calls)
             if not ok:
                 return Outcome((_deny(self.name, "budget.session_exhausted",
                                       f"session call budget of {eff.session_calls} is used up "
@@ -184,7 +184,7 @@ class BudgetLayer:
         tp = self.compiled.policy.tools.get(tool)
         if tp is not None and tp.budget is not None:
             if tp.budget.calls is not None:
-                ok, left = self.store.take(f"t:{session.id}:{tool}", tp.budget.calls)
+                ok, _ = self.store.take(f"t:{session.id}:{tool}", tp.budget.calls)
                 if not ok:
                     return Outcome((_deny(self.name, "budget.tool_exhausted",
                                           f"{tool}: budget of {tp.budget.calls} calls per session "

@@ -7,9 +7,17 @@ Everything that is not named is denied.
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from .sections.audit import AuditSection
 from .sections.detect import DetectSection
@@ -44,6 +52,15 @@ def parse_duration(value: Any) -> float:
             if seconds > 0:
                 return seconds
     raise ValueError(f"invalid duration {value!r}: use seconds or a string like '30s', '10m', '2h'")
+
+
+Duration = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    WithJsonSchema({"anyOf": [{"type": "number", "exclusiveMinimum": 0},
+                              {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*(ms|s|m|h|d)?\s*$"}],
+                    "description": "seconds, or a string like '30s', '10m', '2h'"}),
+]
 
 
 class _Strict(BaseModel):
@@ -84,12 +101,7 @@ class Task(_Strict):
     allow: list[str] | None = Field(default=None, description="tools the task may use (∩ role)")
     deny: list[str] = Field(default_factory=list)
     budget: Budget | None = None
-    lifetime: float | None = Field(default=None, description="seconds, or '10m', '2h'")
-
-    @field_validator("lifetime", mode="before")
-    @classmethod
-    def _lifetime(cls, v: Any) -> float | None:
-        return None if v is None else parse_duration(v)
+    lifetime: Duration | None = None
 
 
 class PathConstraint(_Strict):
@@ -140,12 +152,7 @@ class ArgConstraint(_Strict):
 class Approval(_Strict):
     required: bool = True
     reason: str = ""
-    timeout: float | None = Field(default=None, description="seconds; no answer by then = deny")
-
-    @field_validator("timeout", mode="before")
-    @classmethod
-    def _timeout(cls, v: Any) -> float | None:
-        return None if v is None else parse_duration(v)
+    timeout: Duration | None = Field(default=None, description="no answer by then = deny")
 
 
 class ResultLabels(_Strict):
@@ -175,12 +182,7 @@ class Agent(_Strict):
 
 
 class Approvals(_Strict):
-    timeout: float = Field(default=60.0, description="seconds to wait for a person; then deny")
-
-    @field_validator("timeout", mode="before")
-    @classmethod
-    def _timeout(cls, v: Any) -> float:
-        return parse_duration(v)
+    timeout: Duration = Field(default=60.0, description="how long to wait for a person; then deny")
 
 
 class GateSettings(_Strict):

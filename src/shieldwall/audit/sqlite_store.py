@@ -99,7 +99,7 @@ class SQLiteStore:
     def commit(self, rows: list[Row], size: int, frontier: bytes, head: TreeHead | None) -> None:
         db = self._db
         if rows:
-            db.executemany(f"INSERT INTO entries ({_ROW_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
+            db.executemany(f"INSERT INTO entries ({_ROW_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)  # noqa: S608 - constant columns
         db.execute("UPDATE state SET size = ?, frontier = ? WHERE id = 1", (size, frontier))
         if head is not None:
             self._insert_head(head)
@@ -166,7 +166,7 @@ class SQLiteStore:
             yield from batch
 
     def iter_rows(self, start: int = 0, end: int | None = None) -> Iterator[Row]:
-        sql = f"SELECT {_ROW_COLS} FROM entries WHERE seq >= ?"
+        sql = f"SELECT {_ROW_COLS} FROM entries WHERE seq >= ?"  # noqa: S608 - constant columns
         params: list[int] = [start]
         if end is not None:
             sql += " AND seq < ?"
@@ -187,13 +187,16 @@ class SQLiteStore:
         return [r[0] for r in cur]
 
     def get(self, seq: int) -> Row | None:
-        r = self._db.execute(f"SELECT {_ROW_COLS} FROM entries WHERE seq = ?", (seq,)).fetchone()
+        r = self._db.execute(f"SELECT {_ROW_COLS} FROM entries WHERE seq = ?",  # noqa: S608
+                             (seq,)).fetchone()
         return Row(*r) if r else None
 
     def query(self, q: Query) -> Iterator[Row]:
         where, params = q.sql_where("?")
         order = "DESC" if q.descending else "ASC"
-        cur = self._db.execute(f"SELECT {_ROW_COLS} FROM entries{where} ORDER BY seq {order}", params)
+        # where holds only fixed column names and placeholders (Query.sql_where)
+        cur = self._db.execute(f"SELECT {_ROW_COLS} FROM entries{where} ORDER BY seq {order}",  # noqa: S608
+                               params)
         for r in cur:
             yield Row(*r)
 

@@ -73,7 +73,7 @@ def entry_time(v: Any) -> float | None:
         except ValueError:
             return None
         if t.tzinfo is None:
-            t = t.replace(tzinfo=_dt.timezone.utc)
+            t = t.replace(tzinfo=_dt.UTC)
         return t.timestamp()
     return None
 

@@ -165,36 +165,38 @@ class BudgetLayer:
         self.store = store
 
     def check(self, action: Action, session: SessionState) -> Outcome | None:
+        # Rates before caps, and the session cap last: a call refused by one limit
+        # spends as little as possible of the others.
         eff = session.effective
         tool = action.target() if not isinstance(action, Egress) else "egress"
-        if eff.session_calls is not None:
-            ok, _ = self.store.take(f"s:{session.id}", eff.session_calls)
-            if not ok:
-                return Outcome((_deny(self.name, "budget.session_exhausted",
-                                      f"session call budget of {eff.session_calls} is used up "
-                                      f"(0 left); raise the role or task budget.calls"),))
+        now = session.now()
         if eff.per_minute is not None:
             burst = eff.burst or max(1, int(eff.per_minute))
-            ok, tokens = self.store.bucket(f"r:{session.id}", eff.per_minute / 60.0, burst,
-                                           session.now())
+            ok, tokens = self.store.bucket(f"r:{session.id}", eff.per_minute / 60.0, burst, now)
             if not ok:
                 return Outcome((_deny(self.name, "budget.rate_limited",
                                       f"rate limit of {eff.per_minute:g}/min reached "
                                       f"({tokens:.2f} tokens left); retry later"),))
         tp = self.compiled.policy.tools.get(tool)
         if tp is not None and tp.budget is not None:
+            if tp.budget.per_minute is not None:
+                burst = tp.budget.burst or max(1, int(tp.budget.per_minute))
+                ok, tokens = self.store.bucket(f"tr:{session.id}:{tool}",
+                                               tp.budget.per_minute / 60.0, burst, now)
+                if not ok:
+                    return Outcome((_deny(self.name, "budget.rate_limited",
+                                          f"{tool}: rate limit of {tp.budget.per_minute:g}/min "
+                                          f"reached ({tokens:.2f} tokens left); retry later"),))
             if tp.budget.calls is not None:
                 ok, _ = self.store.take(f"t:{session.id}:{tool}", tp.budget.calls)
                 if not ok:
                     return Outcome((_deny(self.name, "budget.tool_exhausted",
                                           f"{tool}: budget of {tp.budget.calls} calls per session "
                                           "is used up (0 left)"),))
-            if tp.budget.per_minute is not None:
-                burst = tp.budget.burst or max(1, int(tp.budget.per_minute))
-                ok, tokens = self.store.bucket(f"tr:{session.id}:{tool}",
-                                               tp.budget.per_minute / 60.0, burst, session.now())
-                if not ok:
-                    return Outcome((_deny(self.name, "budget.rate_limited",
-                                          f"{tool}: rate limit of {tp.budget.per_minute:g}/min "
-                                          f"reached ({tokens:.2f} tokens left); retry later"),))
+        if eff.session_calls is not None:
+            ok, _ = self.store.take(f"s:{session.id}", eff.session_calls)
+            if not ok:
+                return Outcome((_deny(self.name, "budget.session_exhausted",
+                                      f"session call budget of {eff.session_calls} is used up "
+                                      f"(0 left); raise the role or task budget.calls"),))
         return None

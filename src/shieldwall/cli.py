@@ -222,6 +222,43 @@ def policy_lint(policy: PolicyOpt = DEFAULT_POLICY) -> None:
     typer.echo(f"{policy}: no warnings")
 
 
+@policy_app.command("replay")
+def policy_replay(
+    candidate: Annotated[Path, typer.Option("--policy", "-p", help="the candidate policy")],
+    live: Annotated[Path, typer.Option("--from", help="the live policy whose audit log to replay")],
+    fail_on_change: Annotated[bool, typer.Option(help="exit 1 if any verdict changes")] = False,
+) -> None:
+    """Replay the live policy's audit log against a candidate policy; show changed verdicts."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from .policy.load import load_policy
+    from .replay import audit_entries, replay_entries
+
+    try:
+        cand = load_policy(candidate)
+        live_policy = load_policy(live)
+        report = replay_entries(cand, audit_entries(live_policy, live.resolve().parent),
+                                base_dir=candidate.resolve().parent)
+    except (PolicyError, ShieldwallError) as e:
+        _fail(str(e), 2)
+    c = Console()
+    c.print(f"replayed {report.replayed} decisions: {len(report.changes)} would change "
+            f"({len(report.newly_denied())} newly refused, {len(report.newly_allowed())} newly allowed)")
+    if report.changes:
+        t = Table()
+        for col in ("seq", "agent (role)", "target", "before", "after", "rules"):
+            t.add_column(col)
+        for ch in report.changes[:200]:
+            t.add_row(str(ch.seq), f"{ch.agent} ({ch.role})", ch.target, ch.before, ch.after,
+                      ", ".join(ch.rules))
+        c.print(t)
+    for err in report.errors:
+        c.print(f"[yellow]{err}[/]")
+    c.print("note: arguments were redacted in the log and tool results are not replayed.")
+    raise typer.Exit(1 if fail_on_change and report.changes else 0)
+
+
 def main() -> None:
     _mount_rooms()
     app()

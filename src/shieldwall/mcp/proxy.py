@@ -1,0 +1,590 @@
+"""The MCP gateway: a real MCP server facing the client, a real MCP client facing the
+upstream server, and the gate in between.
+
+Every ``tools/call`` goes through ``Session.call`` (roles, tasks, argument schema and
+constraints, approvals, flows, budgets, audit); the forwarder that ``Session.call`` runs
+is the upstream call itself, so a refused call never reaches the server and stripped
+arguments are never sent. Results come back through the ``ToolResult`` decision, so the
+result layers of the other rooms (secret redaction, injection scan, spotlighting) apply
+before the client sees them. ``resources/read`` and ``prompts/get`` results pass the same
+result layers. Tools whose manifest drifted from ``shieldwall.lock`` are withheld from
+``tools/list`` and refused by :class:`~shieldwall.mcp.pin.PinLayer`.
+
+Not relayed: server-to-client requests (sampling, elicitation, roots) — the upstream gets
+an error for those; they would let a server prompt the client's model behind the gate.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar
+
+import anyio
+import anyio.abc
+import anyio.from_thread
+import anyio.to_thread
+
+from ..actions import ToolResult, Verdict
+from ..errors import Denied, ShieldwallError
+from ..session import ToolError
+from ..tools import JsonSchemaValidator, ToolSpec
+from .pin import PinState, ToolManifest
+from .upstream import UpstreamSpec, list_all_tools, open_session
+
+if TYPE_CHECKING:
+    from mcp.server.lowlevel import Server
+
+    from ..session import Session
+    from ..wall import Shieldwall
+
+T = TypeVar("T")
+
+# The tools/call request's _meta (progress token, approval id), carried into the worker
+# thread that runs Session.call (anyio copies the context into it).
+_CALL_META: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "shieldwall_mcp_call_meta", default=None)
+
+APPROVAL_META_KEY = "shieldwall/approval"
+TRUNCATED_NOTE = "[shieldwall: result truncated: {n} bytes over the {cap}-byte cap]"
+
+
+class UpstreamDown(ShieldwallError):
+    """The upstream server is not reachable (crashed, restarting, or given up on)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    agent: str
+    role: str
+    task: str | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.agent}\x00{self.role}\x00{self.task or ''}"
+
+
+# --------------------------------------------------------------------------- upstream
+
+
+class Upstream:
+    """One supervised connection to the real server. After a crash the server is started
+    again (up to ``restarts`` times); calls meanwhile get :class:`UpstreamDown`."""
+
+    def __init__(self, spec: UpstreamSpec, *, restarts: int = 3, call_timeout: float = 60.0,
+                 connect_timeout: float = 30.0, errlog: TextIO | None = None,
+                 on_tools: Callable[[list[Any]], None] | None = None) -> None:
+        self.spec = spec
+        self.restarts = restarts
+        self.call_timeout = call_timeout
+        self.connect_timeout = connect_timeout
+        self.errlog = errlog or sys.stderr
+        self.on_tools = on_tools
+        self.session: Any = None
+        self.init: Any = None
+        self.tools: list[Any] = []
+        self.down: str | None = "not started"
+        self.dead = False
+        self.crashes = 0
+        self._ready = anyio.Event()
+        self._stop = anyio.Event()
+        self._closing = False
+        self._notes_send, self._notes_recv = anyio.create_memory_object_stream[Any](256)
+
+    def _log(self, msg: str) -> None:
+        print(f"shieldwall mcp: {msg}", file=self.errlog, flush=True)
+
+    async def _on_message(self, message: Any) -> None:
+        if isinstance(message, Exception):
+            return
+        try:
+            self._notes_send.send_nowait(message)
+        except anyio.WouldBlock:
+            self._log(f"dropped a notification from the upstream ({type(message).__name__})")
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+                  ) -> None:
+        started = False
+        failures = 0
+        while not self._closing:
+            self._stop = anyio.Event()
+            try:
+                async with open_session(self.spec, message_handler=self._on_message,
+                                        errlog=self.errlog) as (cs, init):
+                    self.init = init
+                    await self._list(cs)
+                    self.session = cs
+                    self.down = None
+                    self._ready.set()
+                    if not started:
+                        started = True
+                        task_status.started()
+                    await self._stop.wait()
+            except Exception as e:
+                if not started:
+                    raise UpstreamDown(f"could not start MCP server {self.spec.describe()}: "
+                                       f"{_describe(e)}") from None
+                self._log(f"upstream connection ended: {_describe(e)}")
+            finally:
+                self.session = None
+                if self._ready.is_set():
+                    self._ready = anyio.Event()
+            if self._closing:
+                return
+            failures += 1
+            self.crashes += 1
+            if failures > self.restarts:
+                self.dead = True
+                self.down = (f"MCP server {self.spec.describe()} crashed {failures} times; "
+                             "not restarted again")
+                self._log(self.down)
+                self._ready.set()
+                return
+            self.down = f"MCP server {self.spec.describe()} crashed; restarting"
+            self._log(f"{self.down} (attempt {failures} of {self.restarts})")
+            await anyio.sleep(min(0.1 * failures, 2.0))
+
+    def close(self) -> None:
+        self._closing = True
+        self._stop.set()
+
+    async def _list(self, cs: Any) -> list[Any]:
+        tools = await list_all_tools(cs)
+        self.tools = tools
+        if self.on_tools is not None:
+            self.on_tools(tools)
+        return tools
+
+    def _lost(self, cs: Any) -> None:
+        if self.session is cs and cs is not None:
+            self.session = None
+            self._ready = anyio.Event()
+            self._stop.set()
+
+    async def _connected(self) -> Any:
+        with anyio.fail_after(self.connect_timeout):
+            while True:
+                if self.dead:
+                    raise UpstreamDown(self.down or "upstream is down")
+                cs = self.session
+                if cs is not None:
+                    return cs
+                await self._ready.wait()
+                if self.session is None and not self.dead:
+                    await anyio.sleep(0.01)
+
+    async def call(self, op: Callable[[Any], Awaitable[T]]) -> T:
+        """Run ``op(client_session)``; a lost connection becomes :class:`UpstreamDown`."""
+        from mcp import MCPError
+        from mcp_types import CONNECTION_CLOSED
+
+        try:
+            cs = await self._connected()
+        except TimeoutError:
+            raise UpstreamDown(self.down or "upstream did not come back in time") from None
+        try:
+            return await op(cs)
+        except MCPError as e:
+            if e.code == CONNECTION_CLOSED:
+                self._lost(cs)
+                raise UpstreamDown(f"the MCP server closed the connection mid-request "
+                                   f"({self.spec.describe()}); restarting it") from None
+            raise
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError, anyio.EndOfStream,
+                OSError) as e:
+            self._lost(cs)
+            raise UpstreamDown(f"the MCP server connection broke ({type(e).__name__}); "
+                               "restarting it") from None
+
+    async def refresh_tools(self) -> list[Any]:
+        return await self.call(self._list)
+
+    async def notifications(self) -> anyio.abc.ObjectReceiveStream[Any]:
+        return self._notes_recv
+
+
+def _describe(e: BaseException) -> str:
+    if isinstance(e, BaseExceptionGroup):
+        return "; ".join(_describe(x) for x in e.exceptions)
+    return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+
+
+# --------------------------------------------------------------------------- results
+
+
+def cap_result(dumped: dict[str, Any], cap: int) -> dict[str, Any]:
+    """Truncate a CallToolResult (wire dict) to about ``cap`` bytes of content."""
+    content = dumped.get("content")
+    if not isinstance(content, list):
+        return dumped
+    used = 0
+    out: list[Any] = []
+    over = 0
+    for item in content:
+        if not isinstance(item, dict):
+            continue
+        size = len(json.dumps(item, ensure_ascii=False).encode())
+        if used + size <= cap:
+            out.append(item)
+            used += size
+            continue
+        over += used + size - cap if used < cap else size
+        if item.get("type") == "text" and used < cap:
+            text = str(item.get("text", ""))
+            room = max(0, cap - used)
+            cut = text.encode()[:room].decode(errors="ignore")
+            out.append({**item, "text": cut})
+            used = cap
+    if over:
+        out.append({"type": "text", "text": TRUNCATED_NOTE.format(n=over, cap=cap)})
+        dumped = {**dumped, "content": out}
+        sc = dumped.get("structuredContent")
+        if sc is not None and len(json.dumps(sc, ensure_ascii=False).encode()) > cap:
+            dumped.pop("structuredContent", None)
+    return dumped
+
+
+def _error_result(text: str, rules: list[str] | None = None, verdict: str = "error") -> Any:
+    from mcp import types as mt
+
+    meta: dict[str, Any] = {"shieldwall": {"verdict": verdict}}
+    if rules:
+        meta["shieldwall"]["rules"] = rules
+    return mt.CallToolResult(content=[mt.TextContent(type="text", text=text)], is_error=True,
+                             _meta=meta)
+
+
+def _to_call_result(value: Any) -> Any:
+    from mcp import types as mt
+
+    if isinstance(value, dict) and isinstance(value.get("content"), list):
+        data = {k: v for k, v in value.items() if k != "resultType"}
+        try:
+            return mt.CallToolResult.model_validate(data)
+        except Exception:
+            value = data.get("content")
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    return mt.CallToolResult(content=[mt.TextContent(type="text", text=text)])
+
+
+def _strict_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """An object schema that declares no properties declares no arguments: make that
+    explicit so undeclared arguments are stripped, not waved through."""
+    s = dict(schema or {})
+    if s.get("type", "object") == "object" and "properties" not in s:
+        s["properties"] = {}
+    return s
+
+
+# --------------------------------------------------------------------------- proxy
+
+
+class GatedProxy:
+    """Serves one upstream MCP server to MCP clients through the gate.
+
+    ``identity`` fixes who is calling (stdio); in HTTP mode ``identity_of(ctx)`` reads it
+    from the request the bearer-token middleware annotated.
+    """
+
+    def __init__(self, wall: Shieldwall, spec: UpstreamSpec, pins: PinState, *,
+                 identity: Identity | None = None,
+                 identity_of: Callable[[Any], Identity] | None = None,
+                 max_result_bytes: int = 256 * 1024, restarts: int = 3,
+                 call_timeout: float = 60.0, errlog: TextIO | None = None) -> None:
+        if (identity is None) == (identity_of is None):
+            raise ShieldwallError("GatedProxy needs exactly one of identity / identity_of")
+        self.wall = wall
+        self.pins = pins
+        self.identity = identity
+        self.identity_of = identity_of
+        self.max_result_bytes = max_result_bytes
+        self.call_timeout = call_timeout
+        self.errlog = errlog or sys.stderr
+        self.upstream = Upstream(spec, restarts=restarts, call_timeout=call_timeout,
+                                 errlog=self.errlog, on_tools=self._absorb_tools)
+        self._sessions: dict[str, Session] = {}
+        self._conns: dict[int, Any] = {}
+        self._known: set[str] = set()
+        self.server: Server[Any] | None = None
+        if identity is not None:
+            self._sessions[""] = wall.session(identity.agent, identity.role, identity.task)
+
+    def _log(self, msg: str) -> None:
+        print(f"shieldwall mcp: {msg}", file=self.errlog, flush=True)
+
+    # ----------------------------------------------------------------- tools registry
+
+    def _absorb_tools(self, tools: list[Any]) -> None:
+        """A fresh upstream listing: update the registry and the pin verdicts."""
+        names = set()
+        for t in tools:
+            names.add(t.name)
+            try:
+                validator = JsonSchemaValidator(_strict_schema(dict(t.input_schema or {})))
+            except Exception as e:
+                self._log(f"tool {t.name!r} has an invalid input schema ({e}); not callable")
+                self.wall.tools.pop(t.name, None)
+                continue
+            self.wall.register_tool(ToolSpec(t.name, fn=self._forwarder(t.name),
+                                             validator=validator,
+                                             description=t.description or "",
+                                             meta={"mcp_server": self.server_name}))
+        for gone in self._known - names:
+            self.wall.tools.pop(gone, None)
+        self._known = names
+        init = self.upstream.init
+        version = str(getattr(getattr(init, "server_info", None), "version", "") or "")
+        newly = self.pins.update(self.server_name, version,
+                                 [ToolManifest.from_mcp(t) for t in tools])
+        for f in newly.values():
+            self._log(f"[{f.rule}] {f.message}")
+
+    @property
+    def server_name(self) -> str:
+        init = self.upstream.init
+        info = getattr(init, "server_info", None)
+        return str(getattr(info, "name", "") or self.upstream.spec.describe())
+
+    def _forwarder(self, name: str) -> Callable[..., Any]:
+        def forward(**args: Any) -> Any:
+            meta = _CALL_META.get()
+            return anyio.from_thread.run(self._forward_call, name, args, meta)
+
+        forward.__name__ = f"mcp_{name}"
+        return forward
+
+    async def _forward_call(self, name: str, args: dict[str, Any],
+                            meta: dict[str, Any] | None) -> Any:
+        fwd_meta = None
+        if meta and "progressToken" in meta:
+            fwd_meta = {"progressToken": meta["progressToken"]}
+        res = await self.upstream.call(lambda cs: cs.call_tool(
+            name, args, read_timeout_seconds=self.call_timeout, meta=fwd_meta))
+        dumped: dict[str, Any] = res.model_dump(by_alias=True, mode="json", exclude_none=True)
+        dumped.pop("resultType", None)
+        return cap_result(dumped, self.max_result_bytes)
+
+    # ----------------------------------------------------------------- sessions
+
+    def gate_session(self, ctx: Any) -> Session:
+        if self.identity is not None:
+            return self._sessions[""]
+        assert self.identity_of is not None
+        ident = self.identity_of(ctx)
+        sid = ""
+        req = getattr(ctx, "request", None)
+        headers = getattr(req, "headers", None)
+        if headers is not None:
+            sid = headers.get("mcp-session-id", "") or ""
+        key = f"{ident.key}\x00{sid}"
+        s = self._sessions.get(key)
+        if s is None:
+            s = self.wall.session(ident.agent, ident.role, ident.task)
+            self._sessions[key] = s
+        return s
+
+    # ----------------------------------------------------------------- handlers
+
+    async def _track(self, ctx: Any, call_next: Callable[[Any], Awaitable[Any]]) -> Any:
+        conn = getattr(ctx.session, "_connection", None)
+        if conn is not None and id(conn) not in self._conns:
+            self._conns[id(conn)] = conn
+            conn.exit_stack.callback(self._conns.pop, id(conn), None)
+        return await call_next(ctx)
+
+    async def _list_tools(self, ctx: Any, params: Any) -> Any:
+        from mcp import types as mt
+
+        session = self.gate_session(ctx)
+        try:
+            tools = await self.upstream.refresh_tools()
+        except UpstreamDown as e:
+            raise _mcp_error(str(e)) from None
+        granted = session.state.effective.tools
+        visible = [t for t in tools if t.name in granted and self.pins.visible(t.name)]
+        return mt.ListToolsResult(tools=visible)
+
+    async def _call_tool(self, ctx: Any, params: Any) -> Any:
+        session = self.gate_session(ctx)
+        name = params.name
+        args = dict(params.arguments or {})
+        meta = params.meta.model_dump(by_alias=True, exclude_none=True) if params.meta else None
+        approval = (meta or {}).get(APPROVAL_META_KEY)
+        token = _CALL_META.set(meta)
+        try:
+            out = await anyio.to_thread.run_sync(
+                lambda: session.call(name, args, approval=approval if isinstance(
+                    approval, str) else None))
+        except Denied as e:
+            rules = sorted({f.rule for f in e.decision.deciding()})
+            verdict = e.decision.verdict.label
+            if e.decision.verdict == Verdict.ASK and e.decision.approval is not None:
+                verdict = "ask"
+            return _error_result(f"Shieldwall refused this call: {e.for_model()}", rules, verdict)
+        except ToolError as e:
+            text = str(e)
+            if "UpstreamDown" in text:
+                text = f"{name} failed: the MCP server is down or was restarted ({text})"
+            return _error_result(text)
+        except ShieldwallError as e:
+            return _error_result(f"{name} failed: {e}")
+        finally:
+            _CALL_META.reset(token)
+        return _to_call_result(out)
+
+    async def _passthrough(self, ctx: Any, label: str, args: dict[str, Any], result: Any,
+                           result_type: Any) -> Any:
+        """Run a resource/prompt result through the result layers (redact, scan, label)."""
+        session = self.gate_session(ctx)
+        dumped = result.model_dump(by_alias=True, mode="json", exclude_none=True)
+        dumped.pop("resultType", None)
+        d = session.decide(ToolResult(label, args, dumped))
+        if d.verdict >= Verdict.ASK:
+            rules = ", ".join(sorted({f.rule for f in d.deciding()}))
+            raise _mcp_error(f"Shieldwall refused this {label} result ({rules})")
+        out = d.action.result if isinstance(d.action, ToolResult) else dumped
+        if isinstance(out, dict):
+            return result_type.model_validate(out)
+        return result
+
+    async def _forward(self, op: Callable[[Any], Awaitable[T]]) -> T:
+        try:
+            return await self.upstream.call(op)
+        except UpstreamDown as e:
+            raise _mcp_error(str(e)) from None
+
+    # ----------------------------------------------------------------- the server
+
+    def build_server(self) -> Server[Any]:
+        """A lowlevel MCP server mirroring the upstream's capabilities."""
+        from mcp import types as mt
+        from mcp.server.lowlevel import Server
+
+        init = self.upstream.init
+        caps = init.capabilities
+        info = init.server_info
+        handlers: dict[str, Any] = {}
+        if caps.tools is not None:
+            handlers["on_list_tools"] = self._list_tools
+            handlers["on_call_tool"] = self._call_tool
+        if caps.resources is not None:
+            async def list_resources(ctx: Any, params: Any) -> Any:
+                return await self._forward(lambda cs: cs.list_resources(params=params))
+
+            async def list_templates(ctx: Any, params: Any) -> Any:
+                return await self._forward(lambda cs: cs.list_resource_templates(params=params))
+
+            async def read_resource(ctx: Any, params: Any) -> Any:
+                res = await self._forward(lambda cs: cs.read_resource(params.uri))
+                return await self._passthrough(ctx, "resources/read", {"uri": str(params.uri)},
+                                               res, mt.ReadResourceResult)
+
+            handlers.update(on_list_resources=list_resources,
+                            on_list_resource_templates=list_templates,
+                            on_read_resource=read_resource)
+            if caps.resources.subscribe:
+                async def subscribe(ctx: Any, params: Any) -> Any:
+                    return await self._forward(lambda cs: cs.subscribe_resource(str(params.uri)))
+
+                async def unsubscribe(ctx: Any, params: Any) -> Any:
+                    return await self._forward(
+                        lambda cs: cs.unsubscribe_resource(str(params.uri)))
+
+                handlers.update(on_subscribe_resource=subscribe,
+                                on_unsubscribe_resource=unsubscribe)
+        if caps.prompts is not None:
+            async def list_prompts(ctx: Any, params: Any) -> Any:
+                return await self._forward(lambda cs: cs.list_prompts(params=params))
+
+            async def get_prompt(ctx: Any, params: Any) -> Any:
+                res = await self._forward(
+                    lambda cs: cs.get_prompt(params.name, params.arguments))
+                return await self._passthrough(ctx, "prompts/get", {"name": params.name},
+                                               res, mt.GetPromptResult)
+
+            handlers.update(on_list_prompts=list_prompts, on_get_prompt=get_prompt)
+        if caps.completions is not None:
+            async def complete(ctx: Any, params: Any) -> Any:
+                return await self._forward(lambda cs: cs.complete(
+                    params.ref, params.argument.model_dump(), context_arguments=(
+                        params.context.arguments if params.context else None)))
+
+            handlers["on_completion"] = complete
+        server: Server[Any] = Server(
+            info.name, version=info.version or "", title=getattr(info, "title", None),
+            instructions=init.instructions, **handlers)
+        if caps.logging is not None:
+            async def set_level(ctx: Any, params: Any) -> Any:
+                return await self._forward(lambda cs: cs.send_request(
+                    mt.SetLevelRequest(params=params), mt.EmptyResult))
+
+            server.add_request_handler("logging/setLevel", mt.SetLevelRequestParams, set_level)
+        server.middleware.append(self._track)
+        self.server = server
+        return server
+
+    def initialization_options(self) -> Any:
+        from mcp.server.lowlevel.server import NotificationOptions
+
+        assert self.server is not None
+        caps = self.upstream.init.capabilities
+        return self.server.create_initialization_options(NotificationOptions(
+            tools_changed=caps.tools is not None,
+            resources_changed=bool(caps.resources and caps.resources.list_changed),
+            prompts_changed=bool(caps.prompts and caps.prompts.list_changed)))
+
+    # ----------------------------------------------------------------- notifications
+
+    async def _pump(self) -> None:
+        from mcp import types as mt
+
+        stream = await self.upstream.notifications()
+        async for note in stream:
+            if isinstance(note, mt.ToolListChangedNotification):
+                try:
+                    await self.upstream.refresh_tools()
+                except Exception as e:
+                    self._log(f"re-listing tools after list_changed failed: {_describe(e)}")
+            data = note.model_dump(by_alias=True, mode="json", exclude_none=True)
+            for conn in list(self._conns.values()):
+                with anyio.move_on_after(5):
+                    await conn.notify(data["method"], data.get("params"))
+
+    # ----------------------------------------------------------------- running
+
+    async def run(self, serve: Callable[[GatedProxy], Awaitable[None]]) -> None:
+        """Start the upstream, build the server, run ``serve(self)``, then stop."""
+        async with anyio.create_task_group() as tg:
+            await tg.start(self.upstream.run)
+            self.build_server()
+            tg.start_soon(self._pump)
+            try:
+                await serve(self)
+            finally:
+                self.upstream.close()
+                tg.cancel_scope.cancel()
+
+    async def serve_stdio(self) -> None:
+        from mcp.server.stdio import stdio_server
+
+        async def body(proxy: GatedProxy) -> None:
+            assert proxy.server is not None
+            async with stdio_server() as (read, write):
+                await proxy.server.run(read, write, proxy.initialization_options())
+
+        await self.run(body)
+
+    def close(self) -> None:
+        for s in list(self._sessions.values()):
+            s.close()
+        self._sessions.clear()
+
+
+def _mcp_error(message: str) -> Exception:
+    from mcp import MCPError
+    from mcp_types import INTERNAL_ERROR
+
+    return MCPError(code=INTERNAL_ERROR, message=message)

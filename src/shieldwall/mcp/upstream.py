@@ -1,0 +1,96 @@
+"""Connecting to the real MCP server: a command over stdio or a Streamable HTTP URL."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from ..errors import ShieldwallError
+
+
+@dataclass(slots=True)
+class UpstreamSpec:
+    """Where the real server is: ``command`` (argv, stdio) or ``url`` (Streamable HTTP)."""
+
+    command: Sequence[str] = ()
+    url: str | None = None
+    env: dict[str, str] | None = None
+    cwd: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    sandbox: bool = False
+
+    def __post_init__(self) -> None:
+        if bool(self.command) == bool(self.url):
+            raise ShieldwallError("an MCP upstream is either a command or a URL (exactly one)")
+
+    def describe(self) -> str:
+        return self.url or shlex.join(self.command)
+
+    def argv(self) -> list[str]:
+        argv = list(self.command)
+        if not self.sandbox:
+            return argv
+        try:
+            from ..sandbox import wrap_command  # type: ignore[attr-defined]
+        except ImportError:
+            raise ShieldwallError(
+                "mcp.sandbox is true but the sandbox backend offers no wrap_command(argv); "
+                "refusing to start the server unsandboxed") from None
+        wrapped: list[str] = wrap_command(argv)
+        return wrapped
+
+
+@asynccontextmanager
+async def open_session(
+    spec: UpstreamSpec,
+    *,
+    message_handler: Callable[[Any], Any] | None = None,
+    errlog: TextIO | None = None,
+    client_name: str = "shieldwall",
+) -> AsyncIterator[tuple[Any, Any]]:
+    """An initialized ``mcp.ClientSession`` to the upstream, and its InitializeResult."""
+    import httpx2
+    from mcp import ClientSession, StdioServerParameters, stdio_client
+    from mcp import types as mt
+    from mcp.client.streamable_http import streamable_http_client
+
+    from .. import __version__
+
+    async with AsyncExitStack() as stack:
+        if spec.url:
+            client = httpx2.AsyncClient(headers=spec.headers or None,
+                                        timeout=httpx2.Timeout(30.0, read=300.0))
+            await stack.enter_async_context(client)
+            read, write = await stack.enter_async_context(
+                streamable_http_client(spec.url, http_client=client))
+        else:
+            argv = spec.argv()
+            params = StdioServerParameters(command=argv[0], args=argv[1:], env=spec.env,
+                                           cwd=spec.cwd)
+            read, write = await stack.enter_async_context(
+                stdio_client(params, errlog=errlog or sys.stderr))
+        session = await stack.enter_async_context(ClientSession(
+            read, write, message_handler=message_handler,
+            client_info=mt.Implementation(name=client_name, version=__version__)))
+        init = await session.initialize()
+        yield session, init
+
+
+async def list_all_tools(session: Any) -> list[Any]:
+    """Every tool of the server, following pagination (bounded)."""
+    from mcp import types as mt
+
+    tools: list[Any] = []
+    cursor: str | None = None
+    for _ in range(100):
+        params = mt.PaginatedRequestParams(cursor=cursor) if cursor else None
+        res = await session.list_tools(params=params)
+        tools.extend(res.tools)
+        cursor = res.next_cursor
+        if not cursor:
+            break
+    return tools

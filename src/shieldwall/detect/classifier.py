@@ -12,6 +12,7 @@ much as scoring the text once.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import zlib
@@ -77,7 +78,7 @@ def features(text: str) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
     words = [(m.start(), m.group(0)) for m in _WORD.finditer(text)]
     if words:
         wid = [zlib.crc32(w.encode()) for _, w in words]
-        wid += [zlib.crc32(f"{a[1]} {b[1]}".encode()) ^ 0x5BD1E995 for a, b in zip(words, words[1:], strict=False)]
+        wid += [zlib.crc32(f"{a[1]} {b[1]}".encode()) ^ 0x5BD1E995 for a, b in itertools.pairwise(words)]
         wpos = [p for p, _ in words] + [a[0] for a in words[:-1]]
         w = np.array(wid, dtype=np.uint64) * _MUL
         w ^= w >> _S33

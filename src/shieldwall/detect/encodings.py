@@ -25,7 +25,7 @@ MAX_DEPTH = 3
 MAX_DECODED = 64 * 1024  # total decoded characters per text
 MIN_B64 = 16
 
-_B64 = re.compile(r"(?<![A-Za-z0-9+/=_-])[A-Za-z0-9+/_-]{%d,}={0,2}(?![A-Za-z0-9+/=_-])" % MIN_B64)
+_B64 = re.compile(r"(?<![A-Za-z0-9+/=_-])[A-Za-z0-9+/_-]{%d,}={0,2}(?![A-Za-z0-9+/=_-])".replace("%d", str(MIN_B64)))
 _HEX = re.compile(r"(?<![0-9A-Fa-f])(?:[0-9A-Fa-f]{2}[ :]?){8,}(?![0-9A-Fa-f])|(?:\\x[0-9A-Fa-f]{2}){6,}")
 _URLENC = re.compile(r"(?:%[0-9A-Fa-f]{2}[^%\s]{0,3}){4,}")
 _ROT13_HINT = re.compile(r"\brot[- ]?13\b|\bcaesar\b", re.IGNORECASE)
@@ -69,7 +69,7 @@ def _try_b64(s: str) -> str | None:
     if len(t) < MIN_B64:
         return None
     # Identifiers, paths and hex digests look base64-ish; real base64 mixes cases and digits.
-    if t.isalpha() and (t.islower() or t.isupper()) or t.isdigit():
+    if (t.isalpha() and (t.islower() or t.isupper())) or t.isdigit():
         return None
     pad = "=" * (-len(t) % 4)
     try:

@@ -42,9 +42,9 @@ RULES: tuple[Rule, ...] = (
          "override"),
     Rule("new_instructions", r"\b(?:new|updated|real|actual|true|revised|secret|hidden)\s+(?:system\s+)?(?:instructions?|task|rules|orders|directive)\s*(?::|follow|are)\b",  # noqa: E501
          0.6, "override"),
-    Rule("instead_say", r"\binstead[, ]+(?:just\s+|only\s+)?(?:say|print|output|reply|respond|write|answer)\b",  # noqa: E501
+    Rule("instead_say", r"\binstead[, ]+(?:just\s+|only\s+)?(?:say|print|output|reply|respond|write|answer)\b",
          0.45, "override"),
-    Rule("just_say", r"\b(?:just|only|simply)\s+(?:say|print|output|reply\s+with|respond\s+with|write)\s*[:\"'“]",  # noqa: E501
+    Rule("just_say", r"\b(?:just|only|simply)\s+(?:say|print|output|reply\s+with|respond\s+with|write)\s*[:\"'“]",
          0.45, "override"),
     Rule("stop_everything", r"\bstop\s+everything\b|\bnevermind\.?\s+ignore\b", 0.7, "override"),
     Rule("from_now_on", r"\bfrom\s+now\s+on,?\s+(?:you\s+(?:will|are|must|shall)|your\s+(?:new\s+)?(?:name|role|task))\b",  # noqa: E501
@@ -88,7 +88,7 @@ RULES: tuple[Rule, ...] = (
          0.8, "indirect"),
     Rule("important_message", r"\bthis\s+is\s+an?\s+(?:important|urgent|critical)\s+(?:message|instruction|note)\s+from\b|<INFORMATION>|\bbefore\s+you\s+(?:can\s+)?(?:solve|do|complete|continue|answer|proceed\s+with)\s+(?:the|my|your)\s+task\b",  # noqa: E501
          0.85, "indirect"),
-    Rule("important_ignore", r"\b(?:IMPORTANT|URGENT|ATTENTION|CRITICAL|WARNING)\s*!{2,}", 0.5, "indirect"),  # noqa: E501
+    Rule("important_ignore", r"\b(?:IMPORTANT|URGENT|ATTENTION|CRITICAL|WARNING)\s*!{2,}", 0.5, "indirect"),
     Rule("when_user_asks", r"\b(?:if|when)\s+(?:the\s+)?user\s+asks?\b[\s\S]{0,80}\b(?:reply|respond|say|answer|tell|output|print)\b|\bdo\s+not\s+(?:tell|inform|mention\s+(?:this\s+)?to|reveal\s+(?:this\s+)?to|alert)\s+the\s+user\b",  # noqa: E501
          0.7, "indirect"),
     Rule("system_override", r"\b(?:system|admin|developer|security)\s+(?:override|update|notice|alert)\s*:", 0.55, "indirect"),  # noqa: E501

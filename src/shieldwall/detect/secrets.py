@@ -31,7 +31,8 @@ def _plugins() -> tuple[list[tuple[str, list[re.Pattern[str]]]], Any]:
     from detect_secrets.plugins.keyword import KeywordDetector
 
     regexes: list[tuple[str, list[re.Pattern[str]]]] = []
-    for secret_type, cls in get_mapping_from_secret_type_to_class().items():
+    mapping: dict[str, Any] = get_mapping_from_secret_type_to_class()
+    for secret_type, cls in mapping.items():
         if cls.__name__ in _SKIP:
             continue
         deny = getattr(cls, "denylist", None)

@@ -33,7 +33,7 @@ def host_allowed(host: str, allowed: Iterable[str]) -> bool:
 
 def _carries_data(url: str) -> bool:
     parts = urlsplit(url)
-    if parts.query or parts.fragment and len(parts.fragment) > 16:
+    if parts.query or (parts.fragment and len(parts.fragment) > 16):
         return True
     return any(len(seg) >= 32 for seg in parts.path.split("/"))
 

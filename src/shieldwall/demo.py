@@ -16,6 +16,7 @@ from typing import Any
 
 from .actions import Egress, Verdict
 from .approvals import ApprovalRequest, CallbackApprover
+from .confine import read_text_beneath
 from .errors import Denied
 from .session import Session, ToolError
 from .wall import Shieldwall
@@ -65,7 +66,7 @@ def build_demo_wall(root: Path, approvals_seen: list[ApprovalRequest]) -> Shield
     @wall.tool
     def read_document(path: str) -> str:
         """Read a document from the knowledge base."""
-        return (docs / path).read_text(encoding="utf-8")
+        return read_text_beneath(docs, path)  # confined at open time, not only checked
 
     @wall.tool
     def search_knowledge_base(query: str) -> list[str]:

@@ -196,7 +196,7 @@ _label = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,10}[a-z0-9])?", fullmatch=True)
 @given(st.lists(_label, min_size=1, max_size=4), st.lists(_label, min_size=1, max_size=3))
 @settings(max_examples=200, deadline=None)
 def test_wildcard_matches_exactly_the_subdomains(prefix: list[str], base: list[str]) -> None:
-    base_host = ".".join(base + ["test"])
+    base_host = ".".join([*base, "test"])
     p = make_policy(hosts=[f"*.{base_host}"], private=[])
     host = ".".join(prefix)
     assert p.allows(f"http://{host}.{base_host}/")

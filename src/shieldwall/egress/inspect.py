@@ -119,8 +119,14 @@ class Inspector:
         self._matcher_key: tuple[str, ...] | None = None
         self._matcher: _SecretMatcher | None = None
         s = self.settings
-        self._blob_url = re2.compile(r"[A-Za-z0-9+/_\-]{%d,}={0,2}" % s.blob_min_chars_url)
-        self._blob_body = re2.compile(r"[A-Za-z0-9+/_\-]{%d,}={0,2}" % s.blob_min_chars_body)
+        self._blob_url = (
+            re2.compile(r"[0-9A-Fa-f]{" + str(s.blob_min_chars_url) + ",}"),
+            re2.compile(r"[A-Za-z0-9+/_\-]{" + str(s.blob_min_chars_url) + ",}={0,2}"),
+        )
+        self._blob_body = (
+            re2.compile(r"[0-9A-Fa-f]{" + str(s.blob_min_chars_body) + ",}"),
+            re2.compile(r"[A-Za-z0-9+/_\-]{" + str(s.blob_min_chars_body) + ",}={0,2}"),
+        )
 
     def _secrets(self, live_secrets: Callable[[], Iterable[str]] | None) -> _SecretMatcher | None:
         if live_secrets is None:
@@ -223,31 +229,36 @@ class Inspector:
 
     def _blob_in(self, where: str, text: str, blob: Any, min_chars: int) -> Finding | None:
         s = self.settings
-        for m in blob.finditer(text):
-            run = m.group(0).rstrip("=")
-            is_hex = all(c in "0123456789abcdefABCDEF" for c in run)
-            if is_hex:
-                if shannon_entropy(run) < 3.0:
-                    continue
-                kind = "hex"
-            else:
-                # Random base64 has all of upper, lower and digits; words and slugs rarely do.
-                if not (
-                    any(c.isupper() for c in run)
-                    and any(c.islower() for c in run)
-                    and any(c.isdigit() for c in run)
-                ) or shannon_entropy(run) < s.min_entropy:
-                    continue
-                kind = "base64/high-entropy"
-            verdict = Verdict.ASK if s.blob_verdict == "ask" else Verdict.DENY
-            return Finding(
-                layer=LAYER, rule="egress.blob_in_request",
-                message=f"{kind} blob of {len(run)} characters in the request {where} "
-                f"(threshold {min_chars}; egress.inspect.blobs turns this off)",
-                verdict=verdict, evidence=f"{where}: {kind} blob, {len(run)} chars",
-                severity=Severity.MEDIUM, span=(m.start(), m.end()),
-            )
-        return None
+        hex_rx, b64_rx = blob
+        found: tuple[str, int, tuple[int, int]] | None = None
+        for m in hex_rx.finditer(text):
+            if shannon_entropy(m.group(0)[:4096]) >= 3.0:
+                found = ("hex", len(m.group(0)), m.span())
+                break
+        if found is None:
+            for m in b64_rx.finditer(text):
+                run = m.group(0).rstrip("=")
+                sample = run[:4096]  # judging randomness needs a sample, not a megabyte
+                # Random base64 has upper, lower and digits; words and slugs rarely do.
+                if (
+                    any(c.isupper() for c in sample)
+                    and any(c.islower() for c in sample)
+                    and any(c.isdigit() for c in sample)
+                    and shannon_entropy(sample) >= s.min_entropy
+                ):
+                    found = ("base64/high-entropy", len(run), m.span())
+                    break
+        if found is None:
+            return None
+        kind, size, span = found
+        verdict = Verdict.ASK if s.blob_verdict == "ask" else Verdict.DENY
+        return Finding(
+            layer=LAYER, rule="egress.blob_in_request",
+            message=f"{kind} blob of {size} characters in the request {where} "
+            f"(threshold {min_chars}; egress.inspect.blobs turns this off)",
+            verdict=verdict, evidence=f"{where}: {kind} blob, {size} chars",
+            severity=Severity.MEDIUM, span=span,
+        )
 
 
 def _unhex(run: str) -> bytes | None:

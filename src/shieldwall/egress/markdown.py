@@ -31,7 +31,8 @@ _HTML = re.compile(
     re.I,
 )
 # Bare URL that some renderers auto-link (GFM).
-_BARE = re.compile(r"(?<![<(\[\"'=])\b(?:https?://|www\.)[^\s<>()\[\]\"']+", re.I)
+# Any URL left in the text after the passes above (allowed ones are kept as they are).
+_BARE = re.compile(r"\b(?:https?://|www\.)[^\s<>()\[\]\"']+", re.I)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,10 +54,11 @@ def _is_relative(url: str) -> bool:
 
 
 def strip_disallowed_urls(
-    text: str, allows: Callable[[str], bool], *, bare_urls: bool = True
+    text: str, allows: Callable[[str], bool], *, bare_urls: bool = True, images_only: bool = False
 ) -> tuple[str, list[Removal]]:
     """Return ``text`` with every image, link and URL whose target ``allows`` refuses
-    replaced by :data:`MARKER` (a link keeps its text), and the list of what went."""
+    replaced by :data:`MARKER` (a link keeps its text), and the list of what went.
+    ``images_only`` keeps links (they need a click) and removes what renders by itself."""
     removed: list[Removal] = []
 
     def refused(url: str) -> bool:
@@ -71,7 +73,7 @@ def strip_disallowed_urls(
 
     def inline(m: re.Match[str]) -> str:
         url = m.group("url")
-        if not refused(url):
+        if (images_only and not m.group("bang")) or not refused(url):
             return m.group(0)
         if m.group("bang"):
             removed.append(Removal(_clean(url), "image"))
@@ -108,8 +110,9 @@ def strip_disallowed_urls(
 
     out = _INLINE.sub(inline, text)
     out = _REFDEF.sub(refdef, out)
-    out = _AUTOLINK.sub(autolink, out)
+    if not images_only:
+        out = _AUTOLINK.sub(autolink, out)
     out = _HTML.sub(html, out)
-    if bare_urls:
+    if bare_urls and not images_only:
         out = _BARE.sub(bare, out)
     return out, removed

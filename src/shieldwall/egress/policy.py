@@ -28,8 +28,8 @@ from .ssrf import (
     IPAddress,
     PinningResolver,
     PrivateExceptions,
-    Resolver,
     ResolveError,
+    Resolver,
     SystemResolver,
     blocked_reason,
 )

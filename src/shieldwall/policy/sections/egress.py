@@ -91,13 +91,20 @@ class ProxySettings(_Strict):
     )
 
 
+Scheme = Literal["http", "https"]
+
+
+def _https_only() -> list[Scheme]:
+    return ["https"]
+
+
 class EgressSection(_Strict):
     allow_hosts: list[str] = Field(
         default_factory=list,
         description="'api.example.com' (exact), '*.example.com' (subdomains only), "
         "optionally ':port'; IP literals allowed",
     )
-    schemes: list[Literal["http", "https"]] = Field(default_factory=lambda: ["https"])
+    schemes: list[Scheme] = Field(default_factory=_https_only)
     ports: list[int] = Field(default_factory=lambda: [443], description="ports for hosts without one")
     allow_private: list[str] = Field(
         default_factory=list,
@@ -107,6 +114,11 @@ class EgressSection(_Strict):
     limits: EgressLimits = Field(default_factory=EgressLimits)
     inspect: InspectionSettings = Field(default_factory=InspectionSettings)
     proxy: ProxySettings = Field(default_factory=ProxySettings)
+    output_urls: Literal["links", "images", "off"] = Field(
+        default="links",
+        description="model output: remove links and images ('links'), only images, or "
+        "nothing that points to hosts not allowed here",
+    )
     dns_cache_seconds: float = Field(
         default=30.0, ge=0, description="checked DNS answers are reused (pinned) this long"
     )

@@ -20,9 +20,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import seccomp
-from .cgroup import CgroupLayout, RunCgroup, detect
-from .runner import Launch, execute, rlimits_for
-from .types import RunResult, RunSpec
+from .cgroup import CgroupLayout, detect
+from .launcher import LauncherPool
+from .runner import Launch, Started, finish, rlimits_for, start
+from .types import ErrorKind, RunResult, RunSpec
 
 SANDBOX_UID = 65534
 SANDBOX_GID = 65534
@@ -63,6 +64,7 @@ class BwrapBackend:
         self._bwrap = bwrap_path()
         self._layout: CgroupLayout | None
         self._layout, self._cgroup_why = detect(cgroup_root)
+        self._pool = LauncherPool(self._layout)
         self._etc: str | None = None
         self._support: str | None = None
         self._root = os.geteuid() == 0
@@ -81,11 +83,25 @@ class BwrapBackend:
         return self._layout
 
     def _etc_dir(self) -> str:
-        """Generated /etc files, made once per backend: passwd, group, hosts, nsswitch."""
+        """A generated /etc, made once per backend and bound as one read-only mount: the
+        loader cache and config, time zone, certificates (links into /usr), alternatives
+        (links), and a two-user passwd/group, hosts and nsswitch. Nothing else of /etc."""
         if self._etc and os.path.isdir(self._etc):
             return self._etc
         d = tempfile.mkdtemp(prefix="shieldwall-etc-")
-        os.chmod(d, 0o755)
+        for name in _ETC_FILES:
+            src = Path("/etc") / name
+            dst = Path(d) / name
+            with contextlib.suppress(OSError):
+                if name == "localtime":
+                    shutil.copyfile(src.resolve(), dst)
+                elif src.is_symlink():
+                    os.symlink(os.readlink(src), dst)
+                elif src.is_dir():
+                    shutil.copytree(src, dst, symlinks=True,
+                                    ignore=shutil.ignore_patterns("private"))
+                elif src.is_file():
+                    shutil.copyfile(src, dst)
         files = {
             "passwd": f"root:x:0:0::/:/usr/sbin/nologin\nsandbox:x:{SANDBOX_UID}:{SANDBOX_GID}"
                       f"::{WORKDIR}:/bin/sh\n",
@@ -95,19 +111,25 @@ class BwrapBackend:
             "hostname": "sandbox\n",
         }
         for name, text in files.items():
-            p = Path(d) / name
-            p.write_text(text)
-            p.chmod(0o644)
+            (Path(d) / name).write_text(text)
+        for root, dirs, fnames in os.walk(d):
+            for n in dirs:
+                os.chmod(os.path.join(root, n), 0o755)
+            for n in fnames:
+                f = os.path.join(root, n)
+                if not os.path.islink(f):
+                    os.chmod(f, 0o644)
+        os.chmod(d, 0o755)
         self._etc = d
         return d
 
     # ----------------------------------------------------------------- the command
-    def _options(self, spec: RunSpec, seccomp_fd: int) -> list[str]:
+    def _options(self, spec: RunSpec) -> list[str]:
         lim = spec.limits
         o = [
             "--unshare-user", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_GID),
             "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
-            "--unshare-cgroup-try", "--disable-userns", "--hostname", "sandbox",
+            "--unshare-cgroup-try", "--hostname", "sandbox",
             "--die-with-parent", "--new-session", "--cap-drop", "ALL",
             "--ro-bind", "/usr", "/usr",
         ]
@@ -117,11 +139,7 @@ class BwrapBackend:
                 o += ["--symlink", os.readlink(p), p]
             elif os.path.isdir(p):
                 o += ["--ro-bind", p, p]
-        for name in _ETC_FILES:
-            o += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
-        etc = self._etc_dir()
-        for name in sorted(os.listdir(etc)):
-            o += ["--ro-bind", f"{etc}/{name}", f"/etc/{name}"]
+        o += ["--ro-bind", self._etc_dir(), "/etc"]
         o += [
             "--proc", "/proc", "--dev", "/dev",
             "--size", str(lim.tmp_bytes), "--tmpfs", "/tmp",
@@ -142,7 +160,7 @@ class BwrapBackend:
         o += ["--chdir", WORKDIR, "--clearenv"]
         for k, v in self._env(spec).items():
             o += ["--setenv", k, v]
-        o += ["--seccomp", str(seccomp_fd), "--remount-ro", "/"]
+        o += ["--remount-ro", "/"]
         return o
 
     def _env(self, spec: RunSpec) -> dict[str, str]:
@@ -163,14 +181,16 @@ class BwrapBackend:
         through ``--args FD`` so they never show in the host's process list."""
         assert self._bwrap
         sfd = seccomp.filter_fd()
-        opts = self._options(spec, sfd)
+        opts = self._options(spec)
         afd = os.memfd_create("shieldwall-bwrap-args", 0)
         os.write(afd, b"".join(a.encode() + b"\0" for a in opts))
         os.lseek(afd, 0, os.SEEK_SET)
         if spec.network == "proxy":
             argv = [self.python, "-I", "/run/shieldwall/bridge.py", PROXY_SOCKET_INSIDE,
                     str(PROXY_PORT), "--", *argv]
-        return [self._bwrap, "--args", str(afd), "--", *argv], [sfd, afd]
+        # the launcher renumbers passed fds: argv names them @fd0, @fd1
+        return ([self._bwrap, "--seccomp", "@fd0", "--args", "@fd1", "--", *argv],
+                [sfd, afd, *spec.extra_fds])
 
     # ----------------------------------------------------------------- running
     def prepare_workdir(self, path: str) -> None:
@@ -178,35 +198,39 @@ class BwrapBackend:
         if self._root:
             os.chown(path, SANDBOX_UID, SANDBOX_GID)
 
+    def launch(self, spec: RunSpec) -> tuple[Launch, list[int]]:
+        """The run, ready for the runner; the caller closes the fds once it started."""
+        argv, fds = self.command(spec, spec.argv)
+        has_cg = self._layout is not None
+        return Launch(
+            argv=argv, env={"PATH": SYSTEM_PATH}, limits=spec.limits, backend=self.name,
+            pool=self._pool, cwd="/", pass_fds=fds,
+            uid=SANDBOX_UID if self._root else None,
+            gid=SANDBOX_GID if self._root else None,
+            rlimits=rlimits_for(spec.limits, address_space=not has_cg,
+                                nproc=not has_cg and self._root),
+            stdin=spec.stdin, secrets=spec.secrets,
+            disk_usage=lambda: dir_usage(spec.workdir), signal_exit_codes=True,
+        ), fds
+
+    def start(self, spec: RunSpec) -> Started | RunResult:
+        launch, fds = self.launch(spec)
+        try:
+            return start(launch)
+        finally:
+            for fd in fds[:2]:  # ours; extra_fds belong to the caller
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
     def execute(self, spec: RunSpec) -> RunResult:
         ok, why = self.available()
         if not ok:
-            from .types import ErrorKind
-
             return RunResult("", "", None, ErrorKind.SANDBOX_ERROR, backend=self.name,
                              message=why)
-        argv, fds = self.command(spec, spec.argv)
-        cg = None
-        try:
-            if self._layout is not None:
-                cg = RunCgroup.create(self._layout, spec.limits.memory_bytes, spec.limits.pids)
-            launch = Launch(
-                argv=argv, env={"PATH": SYSTEM_PATH}, limits=spec.limits, backend=self.name,
-                cwd="/", pass_fds=fds, cgroup=cg,
-                uid=SANDBOX_UID if self._root else None,
-                gid=SANDBOX_GID if self._root else None,
-                rlimits=rlimits_for(spec.limits, address_space=cg is None,
-                                    nproc=cg is None and self._root),
-                stdin=spec.stdin, secrets=spec.secrets,
-                disk_usage=lambda: dir_usage(spec.workdir), signal_exit_codes=True,
-            )
-            return execute(launch)
-        finally:
-            for fd in fds:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-            if cg is not None:
-                cg.destroy()
+        started = self.start(spec)
+        if isinstance(started, RunResult):
+            return started
+        return finish(started, spec.stdin)
 
 
 def dir_usage(path: str) -> int:

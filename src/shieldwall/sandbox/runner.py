@@ -13,15 +13,16 @@ import os
 import resource
 import selectors
 import signal
-import subprocess
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import IO
 
-from .cgroup import RunCgroup
+from .launcher import LauncherPool, Parked
 from .types import ErrorKind, Limits, RunResult, Usage
 
-TRUNCATION_MARKER = "\n[shieldwall: output truncated, {n} more bytes not shown]\n"
+TRUNCATION_MARKER = "\n[shieldwall: output truncated at {cap} bytes; {n} more bytes not shown]\n"
 _ENOSPC_TEXT = ("No space left on device", "[Errno 28]", "Disk quota exceeded", "File too large")
 
 
@@ -55,7 +56,7 @@ class _Stream:
     def text(self, secrets: Mapping[str, str]) -> str:
         s = redact(self.buf.decode("utf-8", "replace"), secrets)
         if self.total > self.cap:
-            s += TRUNCATION_MARKER.format(n=self.total - self.cap)
+            s += TRUNCATION_MARKER.format(cap=self.cap, n=self.total - self.cap)
         return s
 
 
@@ -76,62 +77,80 @@ def rlimits_for(limits: Limits, *, address_space: bool, nproc: bool) -> list[tup
 
 @dataclass
 class Launch:
-    argv: Sequence[str]
+    argv: Sequence[str]  # may name passed fds as "@fd0", "@fd1", ...
     env: Mapping[str, str]
     limits: Limits
     backend: str
-    cwd: str | None = None
+    pool: LauncherPool
+    cwd: str = "/"
     pass_fds: Sequence[int] = ()
-    cgroup: RunCgroup | None = None
     uid: int | None = None  # drop to this host uid/gid before exec (root only)
     gid: int | None = None
     rlimits: Sequence[tuple[int, int]] = ()
     stdin: bytes = b""
     secrets: Mapping[str, str] = field(default_factory=dict)
     disk_usage: Callable[[], int] | None = None  # bytes used in the work dir after the run
-    # bwrap/runsc report the sandboxed program's death by signal as 128+N; map it back
+    # bwrap reports the sandboxed program's death by signal as exit 128+N; map it back
     signal_exit_codes: bool = False
-    extra_cpu_limit_s: float | None = None
 
 
-def _preexec(launch: Launch) -> Callable[[], None]:
-    cg, rl, uid, gid = launch.cgroup, list(launch.rlimits), launch.uid, launch.gid
-    cpu_soft = next((v for r, v in rl if r == resource.RLIMIT_CPU), None)
+@dataclass
+class Started:
+    """A dispatched run whose output has not been collected yet (warm pools hold these)."""
 
-    def child() -> None:
-        if cg is not None:
-            cg.join_in_child()
-        for res, val in rl:
-            hard = val + 1 if res == resource.RLIMIT_CPU and cpu_soft is not None else val
-            resource.setrlimit(res, (val, hard))
-        if gid is not None:
-            os.setgroups([])
-            os.setresgid(gid, gid, gid)
-        if uid is not None:
-            os.setresuid(uid, uid, uid)
+    launch: Launch
+    parked: Parked
 
-    return child
+
+def start(launch: Launch) -> Started | RunResult:
+    """Hand the run to a parked launcher. A RunResult means it could not start."""
+    try:
+        parked = launch.pool.acquire()
+    except OSError as e:
+        return RunResult("", "", None, ErrorKind.SANDBOX_ERROR, backend=launch.backend,
+                         message=f"could not start the sandbox launcher: {e}")
+    rl = [(r, v, v + 1 if r == resource.RLIMIT_CPU else v) for r, v in launch.rlimits]
+    try:
+        if parked.cgroup is not None:
+            parked.cgroup.set_limits(launch.limits.memory_bytes, launch.limits.pids)
+        parked.dispatch(launch.argv, launch.env, launch.cwd, rl, launch.pass_fds,
+                        launch.uid, launch.gid)
+    except OSError as e:
+        launch.pool.release(parked)
+        return RunResult("", "", None, ErrorKind.SANDBOX_ERROR, backend=launch.backend,
+                         message=f"could not start the sandbox: {e}")
+    return Started(launch, parked)
 
 
 def execute(launch: Launch) -> RunResult:
-    limits = launch.limits
-    t0 = time.monotonic()
+    started = start(launch)
+    if isinstance(started, RunResult):
+        return started
+    return finish(started, launch.stdin)
+
+
+def abandon(started: Started) -> None:
+    """Kill a started run that will never be collected."""
+    started.launch.pool.release(started.parked)
+
+
+def finish(started: Started, stdin: bytes, status_fd: int | None = None) -> RunResult:
+    """Feed stdin, collect output under the caps and the wall clock (counted from now),
+    kill what is left, classify. Releases the launcher in every case.
+
+    ``status_fd``: a pipe on which the sandboxed program reports its own exit code when it
+    is done (the warm pool's zygote); the result is then ready without waiting for the
+    sandbox's teardown, which proceeds in the background."""
     try:
-        proc = subprocess.Popen(
-            list(launch.argv),
-            stdin=subprocess.PIPE if launch.stdin else subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=dict(launch.env),
-            cwd=launch.cwd,
-            pass_fds=tuple(launch.pass_fds),
-            preexec_fn=_preexec(launch),
-            start_new_session=True,
-            close_fds=True,
-        )
-    except (OSError, subprocess.SubprocessError) as e:
-        return RunResult("", "", None, ErrorKind.SANDBOX_ERROR, backend=launch.backend,
-                         message=f"could not start the sandbox: {e}")
+        return _collect(started.launch, started.parked, stdin, time.monotonic(), status_fd)
+    finally:
+        started.launch.pool.release(started.parked)
+
+
+def _collect(launch: Launch, parked: Parked, stdin: bytes, t0: float,
+             status_fd: int | None = None) -> RunResult:
+    limits = launch.limits
+    proc, cgroup = parked.proc, parked.cgroup
     out, err = _Stream(limits.stdout_bytes), _Stream(limits.stderr_bytes)
     streams = {proc.stdout: out, proc.stderr: err}
     sel = selectors.DefaultSelector()
@@ -139,16 +158,19 @@ def execute(launch: Launch) -> RunResult:
         assert f is not None
         os.set_blocking(f.fileno(), False)
         sel.register(f, selectors.EVENT_READ)
-    if launch.stdin and proc.stdin is not None:
-        with contextlib.suppress(BrokenPipeError, OSError):
-            proc.stdin.write(launch.stdin)
-        with contextlib.suppress(OSError):
+    if status_fd is not None:
+        sel.register(status_fd, selectors.EVENT_READ)
+    if proc.stdin is not None:
+        if stdin:  # on a thread: a program that never reads must not block us
+            threading.Thread(target=_feed, args=(proc.stdin, stdin), daemon=True).start()
+        else:
             proc.stdin.close()
     deadline = t0 + limits.wall_s
     stopped: ErrorKind | None = None
     status: int | None = None
     rusage: resource.struct_rusage | None = None
     open_streams = 2
+    early = False
     while open_streams:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
@@ -156,6 +178,14 @@ def execute(launch: Launch) -> RunResult:
             break
         for key, _ in sel.select(timeout=min(remaining, 0.25)):
             fobj = key.fileobj
+            if fobj == status_fd:
+                report = os.read(status_fd, 64).strip()
+                sel.unregister(status_fd)
+                if report.lstrip(b"-").isdigit():
+                    status = (int(report) & 0xFF) << 8  # as waitpid would encode exit(N)
+                    early = True
+                    break
+                continue
             try:
                 data = os.read(key.fd, 65536)
             except BlockingIOError:
@@ -166,7 +196,7 @@ def execute(launch: Launch) -> RunResult:
                 continue
             if streams[fobj].feed(data):  # type: ignore[index]
                 stopped = ErrorKind.OUTPUT_LIMIT
-        if stopped:
+        if stopped or early:
             break
         if status is None:
             pid, st, ru = os.wait4(proc.pid, os.WNOHANG)
@@ -175,12 +205,22 @@ def execute(launch: Launch) -> RunResult:
                 # the leader is gone: give stragglers holding the pipes a moment, then stop
                 deadline = min(deadline, time.monotonic() + 0.5)
     wall = time.monotonic() - t0
-    if stopped or status is None:
+    if stopped is None and status is None:
+        # both pipes closed: the leader is exiting; wait for it, within the deadline
+        while status is None and time.monotonic() < deadline:
+            pid, st, ru = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                status, rusage = st, ru
+            else:
+                time.sleep(0.0005)
+        if status is None:
+            stopped = ErrorKind.TIMEOUT
+    if stopped or status is None or early:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
-    cg_stats = launch.cgroup.stats() if launch.cgroup else {}
-    if launch.cgroup:
-        launch.cgroup.kill()
+    cg_stats = cgroup.stats() if cgroup else {}
+    if cgroup and not early:  # early: the pool's release finishes the kill off the clock
+        cgroup.kill()
     if status is None:
         _, status, rusage = os.wait4(proc.pid, 0)
     proc.returncode = 0  # reaped by us; keep Popen from waiting again
@@ -208,8 +248,8 @@ def execute(launch: Launch) -> RunResult:
     if stopped is not None:
         exit_code, sig = None, sig or signal.SIGKILL
     disk = launch.disk_usage() if launch.disk_usage else 0
-    cpu_user = rusage.ru_utime if rusage else 0.0
-    cpu_sys = rusage.ru_stime if rusage else 0.0
+    cpu_user = max(rusage.ru_utime if rusage else 0.0, cg_stats.get("cpu_user_us", 0) / 1e6)
+    cpu_sys = max(rusage.ru_stime if rusage else 0.0, cg_stats.get("cpu_sys_us", 0) / 1e6)
     usage = Usage(
         wall_s=wall, cpu_user_s=cpu_user, cpu_sys_s=cpu_sys,
         max_rss_bytes=(rusage.ru_maxrss * 1024) if rusage else 0,
@@ -217,7 +257,8 @@ def execute(launch: Launch) -> RunResult:
         disk_bytes=disk, stdout_bytes=out.total, stderr_bytes=err.total,
     )
     stderr_text = err.text(launch.secrets)
-    error, message = _classify(launch, stopped, exit_code, sig, cg_stats, usage, stderr_text)
+    error, message = _classify(launch, stopped, exit_code, sig, cg_stats, usage, stderr_text,
+                               cgroup is not None)
     return RunResult(
         stdout=out.text(launch.secrets), stderr=stderr_text, exit_code=exit_code,
         error=error, usage=usage, backend=launch.backend, signal=sig,
@@ -225,9 +266,16 @@ def execute(launch: Launch) -> RunResult:
     )
 
 
+def _feed(pipe: IO[bytes], data: bytes) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        pipe.write(data)
+    with contextlib.suppress(OSError, ValueError):
+        pipe.close()
+
+
 def _classify(launch: Launch, stopped: ErrorKind | None, exit_code: int | None,
               sig: int | None, cg: dict[str, int], usage: Usage,
-              stderr: str) -> tuple[ErrorKind | None, str]:
+              stderr: str, has_cgroup: bool) -> tuple[ErrorKind | None, str]:
     limits = launch.limits
     if stopped is ErrorKind.OUTPUT_LIMIT:
         return stopped, "output exceeded the cap; the run was stopped"
@@ -247,7 +295,7 @@ def _classify(launch: Launch, stopped: ErrorKind | None, exit_code: int | None,
         return ErrorKind.DISK_LIMIT, "disk quota reached"
     if stopped is ErrorKind.TIMEOUT:
         return stopped, f"wall-clock limit of {limits.wall_s} s reached; every process was killed"
-    if launch.cgroup is None and "MemoryError" in stderr:
+    if not has_cgroup and "MemoryError" in stderr:
         return ErrorKind.MEMORY_LIMIT, "address-space limit reached (MemoryError)"
     if sig is not None:
         return ErrorKind.KILLED, f"killed by signal {sig}"

@@ -117,6 +117,7 @@ class RunSpec:
     network: NetworkMode = "none"
     proxy_socket: str | None = None
     secrets: Mapping[str, str] = field(default_factory=dict)
+    extra_fds: Sequence[int] = ()  # inherited by the command; argv names them @fd2, @fd3...
 
 
 @runtime_checkable

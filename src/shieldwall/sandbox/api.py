@@ -1,0 +1,147 @@
+"""The friendly face: ``with Sandbox(limits=...) as sb: sb.run_code(src)``.
+
+In the spirit of E2B's SDK: a sandbox owns a work directory (ephemeral, or a named
+persistent workspace), runs code and commands in it, and moves files in and out. Each
+``run``/``run_code`` is a fresh sandboxed process tree; only the work directory carries
+over between calls of one ``Sandbox``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from . import backends
+from .types import Backend, Limits, NetworkMode, RunResult, RunSpec, SandboxError
+from .workspace import WorkDir, check_name, default_workspaces_dir
+
+_CODE_ARG_MAX = 64 * 1024  # larger programs go in on stdin
+
+
+class Sandbox:
+    def __init__(
+        self,
+        limits: Limits | Mapping[str, Any] | None = None,
+        *,
+        backend: str | Backend = "auto",
+        allow_weak: bool = False,
+        env: Mapping[str, str] | None = None,
+        secrets: Mapping[str, str] | None = None,
+        workspace: str | None = None,
+        workspaces_dir: str | Path | None = None,
+        ro_paths: Sequence[str] = (),
+        rw_paths: Sequence[str] = (),
+        network: NetworkMode = "none",
+        proxy_socket: str | None = None,
+        cgroup_root: str | None = None,
+    ) -> None:
+        if isinstance(limits, Limits):
+            self.limits = limits
+        else:
+            self.limits = Limits().merged(limits)
+        if isinstance(backend, str):
+            self.backend = backends.get(backend, allow_weak=allow_weak, cgroup_root=cgroup_root)
+        else:
+            self.backend = backend
+        if network == "proxy" and "proxy_network" not in self.backend.guarantees:
+            raise SandboxError(f"backend {self.backend.name!r} has no proxy network mode")
+        if network == "proxy" and not proxy_socket:
+            raise SandboxError("network='proxy' needs the egress proxy's Unix socket path")
+        self.env = dict(env or {})
+        self.secrets = dict(secrets or {})
+        self.ro_paths, self.rw_paths = tuple(ro_paths), tuple(rw_paths)
+        for p in (*self.ro_paths, *self.rw_paths):
+            if not Path(p).is_absolute():
+                raise SandboxError(f"extra sandbox paths must be absolute: {p!r}")
+        self.network: NetworkMode = network
+        self.proxy_socket = proxy_socket
+        persistent = None
+        if workspace is not None:
+            persistent = Path(workspaces_dir or default_workspaces_dir()) / check_name(workspace)
+            persistent.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        uid, gid = _sandbox_ids(self.backend)
+        self._wd = WorkDir(self.limits.disk_bytes, uid, gid, persistent=persistent)
+        prep = getattr(self.backend, "prepare_workdir", None)
+        if prep is not None and not self._wd.mounted:
+            prep(self._wd.path)
+        self._closed = False
+
+    # ---------------------------------------------------------------- lifecycle
+    def __enter__(self) -> Sandbox:
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._wd.close(save=True)
+
+    @property
+    def workdir(self) -> str:
+        """The work directory's host path (bound at ``/workspace`` inside)."""
+        return self._wd.path
+
+    # ---------------------------------------------------------------- runs
+    def _spec(self, argv: Sequence[str], stdin: bytes,
+              limits: Mapping[str, Any] | None) -> RunSpec:
+        if self._closed:
+            raise SandboxError("this sandbox is closed")
+        return RunSpec(
+            argv=list(argv), workdir=self._wd.path, limits=self.limits.merged(limits),
+            env=self.env, stdin=stdin, ro_paths=self.ro_paths, rw_paths=self.rw_paths,
+            network=self.network, proxy_socket=self.proxy_socket, secrets=self.secrets,
+        )
+
+    def run(self, argv: Sequence[str], *, stdin: bytes = b"",
+            limits: Mapping[str, Any] | None = None) -> RunResult:
+        """Run a command (``argv[0]`` looked up on the sandbox's PATH)."""
+        if not argv:
+            raise SandboxError("empty argv")
+        if "subprocesses" not in self.backend.guarantees:
+            raise SandboxError(f"backend {self.backend.name!r} runs Python code only")
+        return self.backend.execute(self._spec(argv, stdin, limits))
+
+    def run_code(self, code: str, *, language: str = "python", stdin: bytes = b"",
+                 limits: Mapping[str, Any] | None = None) -> RunResult:
+        """Run a program's source. ``language`` is ``python`` or ``sh``."""
+        if language == "python":
+            if len(code) <= _CODE_ARG_MAX and not stdin:
+                argv = [self.backend.python, "-I", "-c", code]
+            else:
+                argv = [self.backend.python, "-I", "-c",
+                        "import sys;_s=sys.stdin.read();exec(compile(_s,'<code>','exec'))"]
+                if stdin:
+                    raise SandboxError("a program larger than 64 KiB cannot also take stdin")
+                stdin = code.encode()
+        elif language in ("sh", "bash", "shell"):
+            if "subprocesses" not in self.backend.guarantees:
+                raise SandboxError(f"backend {self.backend.name!r} runs Python code only")
+            argv = ["/bin/sh", "-c", code]
+        else:
+            raise SandboxError(f"unsupported language {language!r}")
+        return self.backend.execute(self._spec(argv, stdin, limits))
+
+    # ---------------------------------------------------------------- files
+    def write_file(self, path: str, data: bytes | str) -> None:
+        self._wd.write(path, data.encode() if isinstance(data, str) else data)
+
+    def read_file(self, path: str, max_bytes: int | None = None) -> bytes:
+        return self._wd.read(path, max_bytes)
+
+    def list_files(self) -> list[str]:
+        return self._wd.list()
+
+
+def _sandbox_ids(backend: Backend) -> tuple[int | None, int | None]:
+    import os
+
+    if os.geteuid() != 0 or backend.name in ("wasm",):
+        return None, None
+    from .bwrap import SANDBOX_GID, SANDBOX_UID
+
+    return SANDBOX_UID, SANDBOX_GID

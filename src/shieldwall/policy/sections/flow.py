@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Label = Literal["public", "internal", "confidential", "restricted"]
 SinkClass = Literal["external", "internal"]
@@ -57,12 +57,20 @@ class Trifecta(_Strict):
         default="ask", description="what an external sink call gets once both were seen")
     private: Label = Field(default="confidential", description="lowest label that counts as private")
 
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _yaml_off(cls, v: object) -> object:
+        return "off" if v is False else v  # YAML 1.1 reads a bare `off` as false
+
 
 class Fingerprinting(_Strict):
     k: int = Field(default=3, ge=1, le=16, description="tokens per n-gram")
     window: int = Field(default=4, ge=1, le=64, description="winnowing window (n-grams)")
     min_matches: int = Field(
         default=2, ge=1, description="shared n-gram fingerprints needed to call a source copied")
+    dense_tokens: int = Field(
+        default=512, ge=0,
+        description="results up to this many tokens keep every n-gram (no winnowing)")
     min_chars: int = Field(default=8, ge=1, description="shorter values are not remembered")
     secret_span_chars: int = Field(
         default=16, ge=8, description="key-like runs this long match on their own (exact span)")

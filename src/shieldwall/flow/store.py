@@ -1,0 +1,350 @@
+"""Per-session memory of what the session has seen: a fingerprint index, the labels of
+each source, whether untrusted content and private data were read, and the target-like
+values (addresses, URLs, hosts) found in untrusted and trusted text.
+
+Two implementations of one interface: :class:`MemoryFlowStore` (embedded, kept in
+``SessionState.extras["flow"]``) and :class:`RedisFlowStore` (shared by gateway workers:
+every worker that opens the same session id sees the same taint).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+from ..stores import StoreError
+from .fingerprints import QueryPrints, SeenPrints
+
+_EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}")
+_URL = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^\s<>\"'`]+")
+_STRIP = "\"'`.,;:!?()[]{}<>*"
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """One remembered result: which tool, its label, how many n-grams it left."""
+
+    id: int
+    tool: str
+    rank: int
+    trusted: bool
+    grams: int
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    source: Source
+    hits: int  # shared n-gram fingerprints
+    exact: bool  # an exact span or a whole short value matched
+
+
+def target_candidates(text: str) -> set[str]:
+    """Values in ``text`` that could name a destination: every whitespace token (stripped
+    of punctuation, case-folded), e-mail addresses, URLs and their hosts."""
+    out = {t.strip(_STRIP).casefold() for t in text.split()}
+    for m in _EMAIL.finditer(text):
+        addr = m.group(0).casefold()
+        out.add(addr)
+        out.add(addr.rsplit("@", 1)[1])  # a host an attacker named by its mail domain
+    for m in _URL.finditer(text):
+        u = m.group(0).rstrip(_STRIP)
+        out.add(u.casefold())
+        try:
+            host = urlsplit(u).hostname
+        except ValueError:
+            host = None
+        if host:
+            out.add(host.casefold())
+    out.discard("")
+    return {t for t in out if len(t) >= 3}
+
+
+def target_keys(value: str) -> list[str]:
+    """How a sink target is looked up: the value itself, and a URL's host."""
+    v = value.strip().strip(_STRIP).casefold()
+    keys = [v] if v else []
+    if "://" in v:
+        try:
+            host = urlsplit(v).hostname
+        except ValueError:
+            host = None
+        if host:
+            keys.append(host)
+    if v.startswith("mailto:"):
+        keys.append(v[7:])
+    return keys
+
+
+class FlowStore(Protocol):
+    def record(self, tool: str, rank: int, trusted: bool, prints: SeenPrints,
+               targets: set[str]) -> None:
+        """Remember one result the model was shown."""
+        ...
+
+    def mark(self, *, untrusted: bool, targets: set[str]) -> None:
+        """Remember text that is not a tool result (model input): its targets only."""
+        ...
+
+    def short_lengths(self) -> set[int]: ...
+
+    def match(self, q: QueryPrints) -> list[Match]: ...
+
+    def flags(self) -> tuple[bool, int]:
+        """(untrusted content seen, highest sensitivity rank seen; -1 for none)."""
+        ...
+
+    def target_origin(self, keys: list[str]) -> tuple[bool, bool]:
+        """(any key seen in untrusted text, any key seen in trusted text)."""
+        ...
+
+    def empty(self) -> bool: ...
+
+
+def _tally(hits: dict[int, list[int]], exact: set[int],
+           sources: dict[int, Source]) -> list[Match]:
+    out = []
+    for sid in set(hits) | exact:
+        src = sources.get(sid)
+        if src is not None:
+            out.append(Match(src, len(hits.get(sid, ())), sid in exact))
+    return out
+
+
+class MemoryFlowStore:
+    """Embedded store: plain dicts and sets, guarded by a lock."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._grams: dict[int, int | tuple[int, ...]] = {}
+        self._exact: dict[int, int | tuple[int, ...]] = {}
+        self._shorts: set[int] = set()
+        self._sources: dict[int, Source] = {}
+        self._untrusted = False
+        self._max_rank = -1
+        self._targets_untrusted: set[str] = set()
+        self._targets_trusted: set[str] = set()
+
+    @staticmethod
+    def _put(index: dict[int, int | tuple[int, ...]], fps: Iterable[int], sid: int) -> None:
+        for fp in fps:
+            cur = index.get(fp)
+            if cur is None:
+                index[fp] = sid
+            elif isinstance(cur, int):
+                if cur != sid:
+                    index[fp] = (cur, sid)
+            elif sid not in cur:
+                index[fp] = (*cur, sid)
+
+    def record(self, tool: str, rank: int, trusted: bool, prints: SeenPrints,
+               targets: set[str]) -> None:
+        with self._lock:
+            sid = len(self._sources)
+            self._sources[sid] = Source(sid, tool, rank, trusted, len(prints.grams))
+            self._put(self._grams, prints.grams, sid)
+            self._put(self._exact, prints.spans, sid)
+            for n, hs in prints.shorts.items():
+                self._shorts.add(n)
+                self._put(self._exact, hs, sid)
+            self._max_rank = max(self._max_rank, rank)
+            if not trusted:
+                self._untrusted = True
+                self._targets_untrusted |= targets
+            else:
+                self._targets_trusted |= targets
+
+    def mark(self, *, untrusted: bool, targets: set[str]) -> None:
+        with self._lock:
+            if untrusted:
+                self._untrusted = True
+                self._targets_untrusted |= targets
+            else:
+                self._targets_trusted |= targets
+
+    def short_lengths(self) -> set[int]:
+        return set(self._shorts)
+
+    def match(self, q: QueryPrints) -> list[Match]:
+        hits: dict[int, list[int]] = {}
+        exact: set[int] = set()
+        grams = self._grams
+        for fp in q.grams:
+            v = grams.get(fp)
+            if v is None:
+                continue
+            for sid in (v,) if isinstance(v, int) else v:
+                hits.setdefault(sid, []).append(fp)
+        ex = self._exact
+        for fp in q.spans | q.shorts:
+            v = ex.get(fp)
+            if v is not None:
+                exact.update((v,) if isinstance(v, int) else v)
+        return _tally(hits, exact, self._sources)
+
+    def flags(self) -> tuple[bool, int]:
+        return self._untrusted, self._max_rank
+
+    def target_origin(self, keys: list[str]) -> tuple[bool, bool]:
+        return (any(k in self._targets_untrusted for k in keys),
+                any(k in self._targets_trusted for k in keys))
+
+    def empty(self) -> bool:
+        return not self._sources and not self._untrusted and not self._targets_trusted
+
+
+_APPEND = """
+local v = ARGV[1]
+for i = 2, #ARGV do
+  local cur = redis.call('HGET', KEYS[1], ARGV[i])
+  if not cur then
+    redis.call('HSET', KEYS[1], ARGV[i], v)
+  elseif not string.find(',' .. cur, ',' .. v, 1, true) then
+    redis.call('HSET', KEYS[1], ARGV[i], cur .. v)
+  end
+end
+return 1
+"""
+
+
+class RedisFlowStore:
+    """Shared store: one Redis hash per index, keyed by session id, with a TTL.
+
+    Keys (under ``prefix + session``): ``:g`` n-gram → source ids, ``:x`` exact spans and
+    short values → source ids, ``:s`` source records, ``:m`` flags and short lengths,
+    ``:tu`` / ``:tt`` untrusted / trusted target sets. A sink check is one pipeline of
+    ``HMGET``s and ``SMISMEMBER``s; any Redis failure raises :class:`StoreError` and the
+    gate denies.
+    """
+
+    def __init__(self, session_id: str, *, url: str = "redis://127.0.0.1:6379/0",
+                 prefix: str = "shieldwall:flow:", ttl: float = 86400.0,
+                 client: Any = None) -> None:
+        if client is None:
+            import redis
+
+            client = redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
+        self._r = client
+        base = prefix + session_id
+        self._k = {n: f"{base}:{n}" for n in ("g", "x", "s", "m", "tu", "tt")}
+        self._ttl = max(1, int(ttl))
+        self._append_script = self._r.register_script(_APPEND)
+
+    def _run(self, fn: Any) -> Any:
+        try:
+            return fn()
+        except StoreError:
+            raise
+        except Exception as e:
+            raise StoreError(f"redis flow store unavailable: {type(e).__name__}: {e}") from None
+
+    def record(self, tool: str, rank: int, trusted: bool, prints: SeenPrints,
+               targets: set[str]) -> None:
+        def go() -> None:
+            sid = int(self._r.hincrby(self._k["m"], "next", 1)) - 1
+            src = json.dumps([tool, rank, trusted, len(prints.grams)])
+            p = self._r.pipeline(transaction=False)
+            p.hset(self._k["s"], str(sid), src)
+            self._append(p, self._k["g"], prints.grams, sid)
+            exact = set(prints.spans)
+            for n, hs in prints.shorts.items():
+                exact |= hs
+                p.hset(self._k["m"], f"short:{n}", 1)
+            self._append(p, self._k["x"], exact, sid)
+            # max rank via a Lua-free read-modify-write is racy; HSET per rank is not
+            p.hset(self._k["m"], f"rank:{rank}", 1)
+            if not trusted:
+                p.hset(self._k["m"], "untrusted", 1)
+            tkey = self._k["tt"] if trusted else self._k["tu"]
+            if targets:
+                p.sadd(tkey, *targets)
+            for k in self._k.values():
+                p.expire(k, self._ttl)
+            p.execute()
+
+        self._run(go)
+
+    def _append(self, p: Any, key: str, fps: Iterable[int], sid: int) -> None:
+        # Each fingerprint maps to a comma list of source ids; the script appends so two
+        # sources sharing a fingerprint are both kept (one round trip for the batch).
+        items = [str(fp) for fp in fps]
+        for i in range(0, len(items), 5000):
+            self._append_script(keys=[key], args=[f"{sid},", *items[i:i + 5000]], client=p)
+
+    def mark(self, *, untrusted: bool, targets: set[str]) -> None:
+        def go() -> None:
+            p = self._r.pipeline(transaction=False)
+            if untrusted:
+                p.hset(self._k["m"], "untrusted", 1)
+            if targets:
+                p.sadd(self._k["tu"] if untrusted else self._k["tt"], *targets)
+            for k in self._k.values():
+                p.expire(k, self._ttl)
+            p.execute()
+
+        self._run(go)
+
+    def _meta(self) -> dict[str, str]:
+        raw = self._run(lambda: self._r.hgetall(self._k["m"]))
+        return {k.decode(): v.decode() for k, v in raw.items()}
+
+    def short_lengths(self) -> set[int]:
+        return {int(k[6:]) for k in self._meta() if k.startswith("short:")}
+
+    def match(self, q: QueryPrints) -> list[Match]:
+        grams = [str(fp) for fp in q.grams]
+        exact = [str(fp) for fp in q.spans | q.shorts]
+
+        def go() -> tuple[list[Any], list[Any], dict[bytes, bytes]]:
+            p = self._r.pipeline(transaction=False)
+            p.hmget(self._k["g"], grams) if grams else p.echo("")
+            p.hmget(self._k["x"], exact) if exact else p.echo("")
+            p.hgetall(self._k["s"])
+            g, x, s = p.execute()
+            return (g if grams else []), (x if exact else []), s
+
+        g, x, s = self._run(go)
+        hits: dict[int, list[int]] = {}
+        for fp, v in zip(grams, g, strict=True):
+            if v:
+                for sid in v.decode().rstrip(",").split(","):
+                    hits.setdefault(int(sid), []).append(int(fp))
+        ex: set[int] = set()
+        for v in x:
+            if v:
+                ex.update(int(sid) for sid in v.decode().rstrip(",").split(","))
+        sources: dict[int, Source] = {}
+        for sid_b, raw in s.items():
+            tool, rank, trusted, n = json.loads(raw)
+            sid = int(sid_b)
+            sources[sid] = Source(sid, tool, int(rank), bool(trusted), int(n))
+        return _tally(hits, ex, sources)
+
+    def flags(self) -> tuple[bool, int]:
+        m = self._meta()
+        ranks = [int(k[5:]) for k in m if k.startswith("rank:")]
+        return "untrusted" in m, max(ranks, default=-1)
+
+    def target_origin(self, keys: list[str]) -> tuple[bool, bool]:
+        if not keys:
+            return False, False
+
+        def go() -> tuple[list[Any], list[Any]]:
+            p = self._r.pipeline(transaction=False)
+            p.smismember(self._k["tu"], keys)
+            p.smismember(self._k["tt"], keys)
+            u, t = p.execute()
+            return u, t
+
+        u, t = self._run(go)
+        return any(u), any(t)
+
+    def empty(self) -> bool:
+        return not self._run(lambda: self._r.exists(self._k["m"], self._k["tt"]))
+
+    def clear(self) -> None:
+        self._run(lambda: self._r.delete(*self._k.values()))

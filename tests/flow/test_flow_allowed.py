@@ -21,7 +21,7 @@ def test_public_data_to_external_sink_is_allowed(wall_and_sent: tuple[Shieldwall
 
 
 def test_internal_data_to_internal_sink_is_allowed(wall_and_sent: tuple[Shieldwall, Sent]) -> None:
-    wall, sent = wall_and_sent
+    wall, _sent = wall_and_sent
     with wall.session(agent="helper", role="assistant") as s:
         runbook = s.call("search_docs", {"query": "rotate credentials"})
         assert s.call("post_team_chat", {"channel": "platform", "text": runbook}) == "posted"

@@ -92,7 +92,7 @@ def test_recipient_taken_from_untrusted_page_is_refused(wall_and_sent: tuple[Shi
 
 
 def test_recipient_from_untrusted_email_is_refused(wall_and_sent: tuple[Shieldwall, Sent]) -> None:
-    wall, sent = wall_and_sent
+    wall, _sent = wall_and_sent
     with wall.session(agent="helper", role="assistant") as s:
         s.call("read_inbox")
         with pytest.raises(Denied) as e:
@@ -112,7 +112,7 @@ def test_recipient_the_user_named_is_allowed_even_if_a_page_mentions_it(
 
 def test_lethal_trifecta_refuses_external_sends_whatever_the_body(
         wall_and_sent: tuple[Shieldwall, Sent]) -> None:
-    wall, sent = wall_and_sent
+    wall, _sent = wall_and_sent
     with wall.session(agent="helper", role="assistant") as s:
         s.call("fetch_page", {"url": "https://weather.example/lisbon"})
         s.call("read_file", {"path": "secrets.txt"})
@@ -140,7 +140,7 @@ def test_trifecta_mode_is_configurable(tmp_path: Path, mode: str, expected: Verd
 
 
 def test_tool_to_tool_rule_asks_and_approval_lets_it_through(tmp_path: Path) -> None:
-    wall, sent = make_wall(tmp_path)
+    wall, _sent = make_wall(tmp_path)
     with wall.session(agent="helper", role="assistant") as s:
         contents = s.call("read_file", {"path": "secrets.txt"})
         with pytest.raises(Denied) as e:  # default approver refuses

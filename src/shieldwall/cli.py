@@ -19,6 +19,8 @@ bench_app = typer.Typer(help="Reproducible benchmarks (tables written to benchma
                         no_args_is_help=True)
 app.add_typer(policy_app, name="policy")
 app.add_typer(bench_app, name="bench")
+approvals_app = typer.Typer(help="List and resolve pending approval requests.", no_args_is_help=True)
+app.add_typer(approvals_app, name="approvals")
 
 # Faces that live in their rooms: (module, command name)
 _ROOM_CLIS = (("audit", "audit"), ("sandbox", "sandbox"), ("mcp", "mcp"), ("egress", "proxy"))
@@ -257,6 +259,51 @@ def policy_replay(
         c.print(f"[yellow]{err}[/]")
     c.print("note: arguments were redacted in the log and tool results are not replayed.")
     raise typer.Exit(1 if fail_on_change and report.changes else 0)
+
+
+def _queue(policy: Path) -> Any:
+    from .approvals import ApprovalQueue
+    from .policy.load import load_policy
+    from .wall import open_approval_backend
+
+    try:
+        p = load_policy(policy)
+    except PolicyError as e:
+        _fail(str(e), 2)
+    if p.approvals.store == "memory":
+        _fail(f"{policy}: approvals.store is memory, so only the running process sees its requests; "
+              "set approvals.store to sqlite or redis to resolve them from here", 2)
+    return ApprovalQueue(backend=open_approval_backend(p, policy.resolve().parent))
+
+
+@approvals_app.command("list")
+def approvals_list(policy: PolicyOpt = DEFAULT_POLICY) -> None:
+    """Pending requests, oldest first, as JSON lines."""
+    for req in _queue(policy).pending():
+        typer.echo(json.dumps(req.summary(), default=str))
+
+
+@approvals_app.command("approve")
+def approvals_approve(request_id: str, policy: PolicyOpt = DEFAULT_POLICY,
+                      by: Annotated[str, typer.Option(help="who approves")] = "cli",
+                      note: str = "") -> None:
+    """Approve one request (it covers exactly the arguments it shows, once)."""
+    try:
+        _queue(policy).resolve(request_id, True, approver=by, note=note)
+    except (KeyError, ValueError) as e:
+        _fail(str(e), 1)
+    typer.echo(f"{request_id}: approved")
+
+
+@approvals_app.command("deny")
+def approvals_deny(request_id: str, policy: PolicyOpt = DEFAULT_POLICY,
+                   by: Annotated[str, typer.Option(help="who denies")] = "cli", note: str = "") -> None:
+    """Refuse one request."""
+    try:
+        _queue(policy).resolve(request_id, False, approver=by, note=note)
+    except (KeyError, ValueError) as e:
+        _fail(str(e), 1)
+    typer.echo(f"{request_id}: denied")
 
 
 def main() -> None:

@@ -76,36 +76,26 @@ class Gate:
                                     f"unknown action kind {action.kind!r}", Verdict.DENY))
             verdict = Verdict.DENY
             chain = []
-        for layer, budget, _ in chain:
-            s = _perf()
-            try:
-                out: Outcome | None = layer.check(current, session)
-            except Exception as e:
-                findings.append(_layer_error(layer.name, f"raised {type(e).__name__}: {e}"))
-                verdict = Verdict.DENY
-                break
-            elapsed = _perf() - s
-            if elapsed > budget:
-                findings.append(_layer_error(
-                    layer.name, f"exceeded its time budget ({elapsed * 1000:.1f} ms > "
-                    f"{budget * 1000:.1f} ms)"))
-                verdict = Verdict.DENY
-                break
-            if out is None:
+        deferred: list[tuple[Layer, float, Any]] = []
+        for link in chain:
+            if verdict == Verdict.ASK and getattr(link[0], "defer_on_ask", False):
+                deferred.append(link)  # e.g. budgets: spend only once a person said yes
                 continue
-            for f in out.findings:
-                if f.verdict > verdict:
-                    verdict = f.verdict
-            findings.extend(out.findings)
-            if out.action is not None:
-                current = out.action
-                if verdict < Verdict.CHANGES:
-                    verdict = Verdict.CHANGES
+            verdict, current = self._run(link, current, session, verdict, findings)
             if verdict == Verdict.DENY:
                 break
         decision = Decision(verdict, current, tuple(findings))
         if verdict == Verdict.ASK and isinstance(current, ToolCall):
             self._approval(decision, current, session, approval_id)
+            if decision.verdict <= Verdict.CHANGES and deferred:
+                more: list[Finding] = []
+                v = decision.verdict
+                cur: Action = current
+                for link in deferred:
+                    v, cur = self._run(link, cur, session, v, more)
+                    if v == Verdict.DENY:
+                        break
+                decision = Decision(v, cur, (*decision.findings, *more), decision.approval)
         if decision.verdict <= Verdict.CHANGES:
             for layer, _, commit in chain:
                 if commit is not None:
@@ -127,9 +117,38 @@ class Gate:
                     severity=Severity.CRITICAL)))
         return decision
 
+    @staticmethod
+    def _run(link: tuple[Layer, float, Any], current: Action, session: SessionState,
+             verdict: Verdict, findings: list[Finding]) -> tuple[Verdict, Action]:
+        """Run one layer; append its findings; return the merged verdict and action."""
+        layer, budget, _ = link
+        s = _perf()
+        try:
+            out: Outcome | None = layer.check(current, session)
+        except Exception as e:
+            findings.append(_layer_error(layer.name, f"raised {type(e).__name__}: {e}"))
+            return Verdict.DENY, current
+        elapsed = _perf() - s
+        if elapsed > budget:
+            findings.append(_layer_error(
+                layer.name, f"exceeded its time budget ({elapsed * 1000:.1f} ms > "
+                f"{budget * 1000:.1f} ms)"))
+            return Verdict.DENY, current
+        if out is None:
+            return verdict, current
+        for f in out.findings:
+            if f.verdict > verdict:
+                verdict = f.verdict
+        findings.extend(out.findings)
+        if out.action is not None:
+            current = out.action
+            if verdict < Verdict.CHANGES:
+                verdict = Verdict.CHANGES
+        return verdict, current
+
     def _approval(self, decision: Decision, call: ToolCall, session: SessionState,
                   approval_id: str | None) -> None:
-        if approval_id is not None and self.approvals.granted(approval_id, call.tool, call.args):
+        if approval_id is not None and self.approvals.consume(approval_id, call.tool, call.args):
             decision.verdict = max(
                 (f.verdict for f in decision.findings if f.verdict != Verdict.ASK),
                 default=Verdict.ALLOW)

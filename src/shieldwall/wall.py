@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar, overload
 
-from .approvals import ApprovalQueue, Approver, DenyAllApprover
+from .approvals import ApprovalQueue, Approver, DenyAllApprover, QueueBackend
 from .audit import AuditLog, open_audit
 from .errors import PolicyError, ShieldwallError
 from .gate import Gate
@@ -30,6 +30,19 @@ LAYER_ROOMS: tuple[str, ...] = ("secrets", "flow", "egress", "detect", "sandbox"
 
 _PLACEHOLDER = re.compile(r"\{\{\s*secret:[^}]*\}\}")
 REDACTED = "[REDACTED]"
+
+
+def open_approval_backend(policy: Policy, base_dir: Path) -> QueueBackend | None:
+    cfg = policy.approvals
+    if cfg.store == "sqlite":
+        from .approvals.shared import SQLiteBackend
+
+        return SQLiteBackend(base_dir / cfg.path)
+    if cfg.store == "redis":
+        from .approvals.shared import RedisBackend
+
+        return RedisBackend(cfg.redis_url)
+    return None
 
 
 class Shieldwall:
@@ -56,7 +69,7 @@ class Shieldwall:
         self.store: CounterStore = store or MemoryStore()
         self.compiled = CompiledPolicy(policy, self.base_dir)
         self.tools: dict[str, ToolSpec] = {}
-        self.approvals = ApprovalQueue(clock)
+        self.approvals = ApprovalQueue(clock, backend=open_approval_backend(policy, self.base_dir))
         self.approver: Approver = approver or DenyAllApprover()
         self._redact_text: Callable[[str], str] = lambda s: s
         self._resolve_secrets: Callable[[dict[str, Any], str, SessionState], dict[str, Any]] | None = None

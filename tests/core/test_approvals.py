@@ -121,3 +121,37 @@ def test_terminal_approver_yes_no_and_timeout():
             return ""
 
     assert TerminalApprover(Silent(), io.StringIO())(req, 0.05) is None
+
+
+def test_approval_is_single_use(wall):
+    with wall.session(agent="a", role="admin") as s:
+        d = s.decide(ToolCall("refund_order", REFUND))
+        wall.approvals.resolve(d.approval.id, True, approver="alice")
+        assert s.call("refund_order", REFUND, approval=d.approval.id).startswith("refunded")
+        # replaying the same approval for a second refund is refused
+        with pytest.raises(Denied):
+            s.call("refund_order", REFUND, approval=d.approval.id)
+        assert wall.approvals.get(d.approval.id).status == "used"
+
+
+def test_waiting_for_approval_spends_no_budget(example_dir):
+    from shieldwall.policy.load import parse_policy
+
+    policy = parse_policy("""
+roles:
+  admin: {tools: [refund_order], budget: {calls: 1}}
+tools:
+  refund_order: {approval: true}
+""")
+    w = make_wall(policy, example_dir)
+    with w.session(agent="a", role="admin") as s:
+        for _ in range(5):  # five unanswered requests
+            assert s.decide(ToolCall("refund_order", REFUND)).verdict == Verdict.ASK
+        d = s.decide(ToolCall("refund_order", REFUND))
+        w.approvals.resolve(d.approval.id, True)
+        assert s.call("refund_order", REFUND, approval=d.approval.id).startswith("refunded")
+        d2 = s.decide(ToolCall("refund_order", REFUND))
+        w.approvals.resolve(d2.approval.id, True)
+        with pytest.raises(Denied) as e:
+            s.call("refund_order", REFUND, approval=d2.approval.id)
+        assert e.value.rules[-1] == "budget.session_exhausted"

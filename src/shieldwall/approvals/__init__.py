@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol, TextIO
 
 
@@ -41,10 +41,9 @@ class ApprovalRequest:
     reason: str
     created: float
     expires: float
-    status: str = "pending"  # pending | approved | denied | expired
+    status: str = "pending"  # pending | approved | denied | expired | used
     approver: str = ""
     note: str = ""
-    _event: threading.Event = field(default_factory=threading.Event, repr=False)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -53,6 +52,13 @@ class ApprovalRequest:
             "reason": self.reason, "status": self.status, "expires": self.expires,
         }
 
+    def to_dict(self) -> dict[str, Any]:
+        return {f: getattr(self, f) for f in self.__slots__}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ApprovalRequest:
+        return cls(**{k: d[k] for k in cls.__slots__ if k in d})
+
 
 class Approver(Protocol):
     """Answers one request: True (approve), False (deny) or None (no answer)."""
@@ -60,13 +66,57 @@ class Approver(Protocol):
     def __call__(self, request: ApprovalRequest, timeout: float) -> bool | None: ...
 
 
-class ApprovalQueue:
-    """Pending requests that any face (CLI, HTTP, dashboard) can resolve later."""
+class QueueBackend(Protocol):
+    """Where requests live. ``transition`` must be atomic (compare-and-set on status)."""
 
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
-        self._clock = clock
+    def put(self, req: dict[str, Any], ttl: float) -> None: ...
+
+    def load(self, request_id: str) -> dict[str, Any] | None: ...
+
+    def transition(self, request_id: str, expected: str, updates: dict[str, Any]) -> bool: ...
+
+    def ids(self) -> list[str]: ...
+
+
+class MemoryBackend:
+    def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._items: dict[str, ApprovalRequest] = {}
+        self._items: dict[str, dict[str, Any]] = {}
+
+    def put(self, req: dict[str, Any], ttl: float) -> None:
+        with self._lock:
+            self._items[req["id"]] = dict(req)
+
+    def load(self, request_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            item = self._items.get(request_id)
+            return dict(item) if item is not None else None
+
+    def transition(self, request_id: str, expected: str, updates: dict[str, Any]) -> bool:
+        with self._lock:
+            item = self._items.get(request_id)
+            if item is None or item["status"] != expected:
+                return False
+            item.update(updates)
+            return True
+
+    def ids(self) -> list[str]:
+        with self._lock:
+            return list(self._items)
+
+
+class ApprovalQueue:
+    """Pending requests that any face (CLI, HTTP, another process) can resolve later.
+
+    An approval is single-use: :meth:`consume` turns ``approved`` into ``used`` atomically,
+    so one person's yes runs the action once, with exactly the arguments shown.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.time, backend: QueueBackend | None = None,
+                 poll_s: float = 0.02) -> None:
+        self._clock = clock
+        self.backend: QueueBackend = backend or MemoryBackend()
+        self._poll = poll_s
 
     def submit(
         self, *, session: str, agent: str, role: str, tool: str, args: dict[str, Any],
@@ -78,50 +128,61 @@ class ApprovalQueue:
             tool=tool, digest=args_digest(tool, args), preview=preview, reason=reason,
             created=now, expires=now + timeout,
         )
-        with self._lock:
-            self._items[req.id] = req
+        self.backend.put(req.to_dict(), timeout + 3600)
         return req
 
     def get(self, request_id: str) -> ApprovalRequest | None:
-        with self._lock:
-            req = self._items.get(request_id)
-        if req is not None and req.status == "pending" and self._clock() > req.expires:
+        d = self.backend.load(request_id)
+        if d is None:
+            return None
+        req = ApprovalRequest.from_dict(d)
+        if req.status == "pending" and self._clock() > req.expires:
+            self.backend.transition(request_id, "pending", {"status": "expired"})
             req.status = "expired"
-            req._event.set()
         return req
 
     def pending(self) -> list[ApprovalRequest]:
-        with self._lock:
-            items = list(self._items.values())
-        return [r for r in items if self.get(r.id) is not None and r.status == "pending"]
+        out = []
+        for rid in self.backend.ids():
+            req = self.get(rid)
+            if req is not None and req.status == "pending":
+                out.append(req)
+        return sorted(out, key=lambda r: r.created)
 
     def resolve(self, request_id: str, approve: bool, *, approver: str = "", note: str = "") -> None:
         req = self.get(request_id)
         if req is None:
             raise KeyError(f"no approval request {request_id!r}")
-        if req.status != "pending":
-            raise ValueError(f"approval request {request_id} is already {req.status}")
-        req.status = "approved" if approve else "denied"
-        req.approver, req.note = approver, note
-        req._event.set()
+        updates = {"status": "approved" if approve else "denied", "approver": approver, "note": note}
+        if not self.backend.transition(request_id, "pending", updates):
+            current = self.get(request_id)
+            raise ValueError(f"approval request {request_id} is already "
+                             f"{current.status if current else 'gone'}")
 
     def wait(self, request_id: str, timeout: float) -> bool | None:
-        req = self.get(request_id)
-        if req is None:
-            return None
-        req._event.wait(max(0.0, min(timeout, req.expires - self._clock())))
-        req = self.get(request_id)
-        if req is None or req.status in ("pending", "expired"):
-            return None
-        return req.status == "approved"
+        deadline = time.monotonic() + max(0.0, timeout)
+        while True:
+            req = self.get(request_id)
+            if req is None or req.status == "expired":
+                return None
+            if req.status != "pending":
+                return req.status in ("approved", "used")
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(self._poll)
 
     def granted(self, request_id: str, tool: str, args: dict[str, Any]) -> bool:
-        """True only if the request was approved for exactly this tool and arguments."""
+        """True if the request is approved (and unused) for exactly this tool and arguments."""
         req = self.get(request_id)
         return (
             req is not None and req.status == "approved" and req.tool == tool
             and req.digest == args_digest(tool, args)
         )
+
+    def consume(self, request_id: str, tool: str, args: dict[str, Any]) -> bool:
+        """Atomically spend an approval for exactly this tool and arguments."""
+        return self.granted(request_id, tool, args) and self.backend.transition(
+            request_id, "approved", {"status": "used"})
 
 
 class CallbackApprover:

@@ -159,6 +159,7 @@ class BudgetLayer:
     name = "budget"
     order = ORDER_BUDGET
     kinds = _CALL_KINDS
+    defer_on_ask = True  # a call waiting for a person spends nothing until approved
 
     def __init__(self, compiled: CompiledPolicy, store: CounterStore) -> None:
         self.compiled = compiled

@@ -183,6 +183,11 @@ class Agent(_Strict):
 
 class Approvals(_Strict):
     timeout: Duration = Field(default=60.0, description="how long to wait for a person; then deny")
+    store: Literal["memory", "sqlite", "redis"] = Field(
+        default="memory", description="memory (this process), sqlite (other processes on this host "
+        "can resolve with `shieldwall approvals`), redis (every gateway worker)")
+    path: str = Field(default=".shieldwall/approvals.db", description="SQLite file (store: sqlite)")
+    redis_url: str = Field(default="redis://127.0.0.1:6379/0", description="store: redis")
 
 
 class GateSettings(_Strict):

@@ -17,7 +17,7 @@ import re2
 
 from ..actions import Severity
 from .base import Hit, excerpt
-from .normalise import LEET_TABLE
+from .normalise import leet_view
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,13 +131,13 @@ class Matcher:
 
     def fired(self, text: str) -> list[int]:
         """Indices of the rules that match anywhere in ``text`` (one pass)."""
-        return sorted(self._set.Match(text) or ())
+        return sorted(self._set.Match(text.encode()) or ())
 
     def scan(self, text: str, *, with_spans: bool = True) -> list[Hit]:
         views = [text]
         # Second view with leetspeak folded. Folding every character (numbers too) is
         # fine here: rules match words, and str.translate keeps this at memory speed.
-        folded = text.translate(LEET_TABLE)
+        folded = leet_view(text)
         if folded != text:
             views.append(folded)
         hits: list[Hit] = []

@@ -46,11 +46,11 @@ CONFUSABLES: dict[str, str] = {
 }
 _CONFUSABLE_TABLE = str.maketrans(CONFUSABLES)
 
+LEET_BYTES = bytes.maketrans(b"013457@$!|", b"oieastasil")
 LEET_TABLE = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t",
                              "@": "a", "$": "s", "!": "i", "|": "l"})
 # A token that mixes letters with leet digits/symbols: "1gn0re", "pr0mpt", "@ll".
 _LEET_TOKEN = re.compile(r"(?=[\w@$!|]*[A-Za-z])(?=[\w@$!|]*[013457@$|])[\w@$!|]{3,}")
-_NON_LATIN_SCRIPT = re.compile(r"[\u0370-\u03ff\u0400-\u04ff]")
 _LATIN = re.compile(r"[A-Za-z]")
 
 
@@ -89,50 +89,64 @@ def decode_tags(text: str) -> str:
     return "".join(out)
 
 
+_TAG_RUN = re.compile("[\U000E0000-\U000E007F]")
+_INVISIBLE = re.compile("[" + "".join(chr(c) for c in sorted(ZERO_WIDTH | BIDI)) + "]")
+_BIDI = re.compile("[" + "".join(chr(c) for c in sorted(BIDI)) + "]")
+_EMOJI_JOINERS = re.compile("[\u200d\ufe00-\ufe0f]")
+
+
 def strip_invisible(text: str) -> tuple[str, int, int, str]:
-    """Remove zero-width, bidi and tag characters. Returns (text, removed, bidi, tags)."""
+    """Remove zero-width, bidi and tag characters. Returns (text, removed, bidi, tags).
+
+    ``removed`` does not count ZWJ and variation selectors: they are ordinary inside
+    emoji sequences (they are still removed from the matching view)."""
     if text.isascii():
         return text, 0, 0, ""
-    out: list[str] = []
-    removed = bidi = 0
-    tags: list[str] = []
-    for ch in text:
-        o = ord(ch)
-        if TAG_FIRST <= o <= TAG_LAST:
-            removed += 1
-            a = o - TAG_BASE
-            if 0x20 <= a < 0x7F or a in (0x09, 0x0A):
-                tags.append(chr(a))
-        elif o in ZERO_WIDTH:
-            # ZWJ and variation selectors are ordinary inside emoji sequences.
-            if o != 0x200D and not 0xFE00 <= o <= 0xFE0F:
-                removed += 1
-        elif o in BIDI:
-            removed += 1
-            bidi += 1
-        else:
-            out.append(ch)
-    return "".join(out), removed, bidi, "".join(tags)
+    tags = ""
+    removed = 0
+    if _TAG_RUN.search(text):
+        tags = decode_tags(text)
+        text, removed = _TAG_RUN.subn("", text)
+    bidi = len(_BIDI.findall(text))
+    joiners = len(_EMOJI_JOINERS.findall(text))
+    text, n = _INVISIBLE.subn("", text)
+    return text, removed + n - joiners, bidi, tags
+
+
+_CONF = "".join(CONFUSABLES)
+# A Latin letter next to a look-alike: every mixed-script word has such a seam.
+_SEAM = re.compile(f"[A-Za-z][{_CONF}]|[{_CONF}][A-Za-z]")
+_WORD_CHARS = re.compile(r"\w+")
 
 
 def fold_confusables(text: str) -> tuple[str, int]:
     """Map Cyrillic/Greek look-alikes to Latin inside words that also hold Latin letters
     (a Russian sentence stays Russian; "іgnоre" becomes "ignore")."""
-    if text.isascii() or not _NON_LATIN_SCRIPT.search(text):
+    if text.isascii() or not _SEAM.search(text):
         return text, 0
+    out: list[str] = []
+    last = 0
     count = 0
+    for m in _SEAM.finditer(text):
+        if m.start() < last:
+            continue
+        s = m.start()
+        while s > 0 and (text[s - 1].isalnum() or text[s - 1] == "_"):
+            s -= 1
+        w = _WORD_CHARS.match(text, s)
+        e = w.end() if w else m.end()
+        out.append(text[last:s])
+        out.append(text[s:e].translate(_CONFUSABLE_TABLE))
+        count += 1
+        last = e
+    out.append(text[last:])
+    return "".join(out), count
 
-    def fix(m: re.Match[str]) -> str:
-        nonlocal count
-        word = m.group(0)
-        if not _LATIN.search(word):
-            return word
-        folded = word.translate(_CONFUSABLE_TABLE)
-        if folded != word:
-            count += 1
-        return folded
 
-    return re.sub(r"\w+", fix, text), count
+def leet_view(text: str) -> str:
+    """Every leet character folded, numbers included (a matching view only). Works on
+    UTF-8 bytes: multi-byte sequences have no ASCII bytes, so they pass through."""
+    return text.encode().translate(LEET_BYTES).decode()
 
 
 def fold_leet(text: str) -> str:
@@ -145,7 +159,7 @@ def normalise(text: str) -> Normalised:
     nothing more. Leetspeak is not folded here (it would corrupt numbers and code);
     the heuristics match on :func:`fold_leet` of the result as a second view."""
     stripped, removed, bidi, tags = strip_invisible(text)
-    if not stripped.isascii():
+    if not stripped.isascii() and not unicodedata.is_normalized("NFKC", stripped):
         stripped = unicodedata.normalize("NFKC", stripped)
         # NFKC can itself produce nothing invisible, but keep idempotence strict.
         stripped, more, more_bidi, more_tags = strip_invisible(stripped)

@@ -49,7 +49,7 @@ def get(name: str, *, allow_weak: bool = False, cgroup_root: str | None = None,
 def select(*, allow_weak: bool = False, cgroup_root: str | None = None,
            need_argv: bool = False) -> Backend:
     reasons = []
-    for name in sorted(NAMES, key=lambda n: -_make(n, cgroup_root).strength):
+    for name in NAMES:  # strongest first
         if name == "process" and not allow_weak:
             reasons.append("process: refused (sandbox.allow_weak is false)")
             continue

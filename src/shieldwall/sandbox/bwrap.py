@@ -83,45 +83,9 @@ class BwrapBackend:
         return self._layout
 
     def _etc_dir(self) -> str:
-        """A generated /etc, made once per backend and bound as one read-only mount: the
-        loader cache and config, time zone, certificates (links into /usr), alternatives
-        (links), and a two-user passwd/group, hosts and nsswitch. Nothing else of /etc."""
-        if self._etc and os.path.isdir(self._etc):
-            return self._etc
-        d = tempfile.mkdtemp(prefix="shieldwall-etc-")
-        for name in _ETC_FILES:
-            src = Path("/etc") / name
-            dst = Path(d) / name
-            with contextlib.suppress(OSError):
-                if name == "localtime":
-                    shutil.copyfile(src.resolve(), dst)
-                elif src.is_symlink():
-                    os.symlink(os.readlink(src), dst)
-                elif src.is_dir():
-                    shutil.copytree(src, dst, symlinks=True,
-                                    ignore=shutil.ignore_patterns("private"))
-                elif src.is_file():
-                    shutil.copyfile(src, dst)
-        files = {
-            "passwd": f"root:x:0:0::/:/usr/sbin/nologin\nsandbox:x:{SANDBOX_UID}:{SANDBOX_GID}"
-                      f"::{WORKDIR}:/bin/sh\n",
-            "group": f"root:x:0:\nsandbox:x:{SANDBOX_GID}:\n",
-            "hosts": "127.0.0.1 localhost\n::1 localhost\n",
-            "nsswitch.conf": "passwd: files\ngroup: files\nhosts: files\n",
-            "hostname": "sandbox\n",
-        }
-        for name, text in files.items():
-            (Path(d) / name).write_text(text)
-        for root, dirs, fnames in os.walk(d):
-            for n in dirs:
-                os.chmod(os.path.join(root, n), 0o755)
-            for n in fnames:
-                f = os.path.join(root, n)
-                if not os.path.islink(f):
-                    os.chmod(f, 0o644)
-        os.chmod(d, 0o755)
-        self._etc = d
-        return d
+        if not (self._etc and os.path.isdir(self._etc)):
+            self._etc = make_etc_dir()
+        return self._etc
 
     # ----------------------------------------------------------------- the command
     def _options(self, spec: RunSpec) -> list[str]:
@@ -231,6 +195,46 @@ class BwrapBackend:
         if isinstance(started, RunResult):
             return started
         return finish(started, spec.stdin)
+
+
+def make_etc_dir() -> str:
+    """A generated /etc, made once per backend and bound as one read-only mount: the
+    loader cache and config, time zone, certificates (links into /usr), alternatives
+    (links), and a two-user passwd/group, hosts and nsswitch. Nothing else of /etc."""
+    d = tempfile.mkdtemp(prefix="shieldwall-etc-")
+    for name in _ETC_FILES:
+        src = Path("/etc") / name
+        dst = Path(d) / name
+        with contextlib.suppress(OSError):
+            if name == "localtime":
+                shutil.copyfile(src.resolve(), dst)
+            elif src.is_symlink():
+                os.symlink(os.readlink(src), dst)
+            elif src.is_dir():
+                shutil.copytree(src, dst, symlinks=True,
+                                ignore=shutil.ignore_patterns("private"))
+            elif src.is_file():
+                shutil.copyfile(src, dst)
+    files = {
+        "passwd": f"root:x:0:0::/:/usr/sbin/nologin\nsandbox:x:{SANDBOX_UID}:{SANDBOX_GID}"
+                  f"::{WORKDIR}:/bin/sh\n",
+        "group": f"root:x:0:\nsandbox:x:{SANDBOX_GID}:\n",
+        "hosts": "127.0.0.1 localhost\n::1 localhost\n",
+        "nsswitch.conf": "passwd: files\ngroup: files\nhosts: files\n",
+        "hostname": "sandbox\n",
+    }
+    for name, text in files.items():
+        (Path(d) / name).write_text(text)
+    for root, dirs, fnames in os.walk(d):
+        for n in dirs:
+            os.chmod(os.path.join(root, n), 0o755)
+        for n in fnames:
+            f = os.path.join(root, n)
+            if not os.path.islink(f):
+                os.chmod(f, 0o644)
+    os.chmod(d, 0o755)
+    return d
+
 
 
 def dir_usage(path: str) -> int:

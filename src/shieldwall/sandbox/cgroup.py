@@ -89,6 +89,26 @@ def detect(override: str | None = None) -> tuple[CgroupLayout | None, str]:
     return CgroupLayout(2, base, base), ""
 
 
+def sweep_stale(layout: CgroupLayout) -> int:
+    """Remove empty per-run groups left by processes that no longer exist."""
+    removed = 0
+    bases = {layout.memory_base, layout.pids_base}
+    if layout.cpu_base is not None:
+        bases.add(layout.cpu_base)
+    for base in bases:
+        with contextlib.suppress(OSError):
+            for d in base.iterdir():
+                parts = d.name.split("-")
+                if len(parts) != 3 or parts[0] != "shieldwall" or not parts[1].isdigit():
+                    continue
+                if int(parts[1]) == os.getpid() or Path(f"/proc/{parts[1]}").exists():
+                    continue
+                with contextlib.suppress(OSError):
+                    d.rmdir()
+                    removed += 1
+    return removed
+
+
 @dataclass
 class RunCgroup:
     layout: CgroupLayout

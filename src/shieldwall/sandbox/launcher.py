@@ -24,7 +24,7 @@ import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from .cgroup import CgroupLayout, RunCgroup
+from .cgroup import CgroupLayout, RunCgroup, sweep_stale
 
 # Runs as root until its exec; only stdlib, no site.
 _LAUNCHER_SRC = r"""
@@ -131,6 +131,8 @@ class LauncherPool:
     def __init__(self, layout: CgroupLayout | None, size: int = 2) -> None:
         self.layout = layout
         self.size = size
+        if layout is not None:
+            sweep_stale(layout)
         self._ready: list[Parked] = []
         self._trash: list[Parked] = []
         self._lock = threading.Lock()

@@ -22,6 +22,7 @@ Tree heads are signed at the first commit after ``head_every_entries`` new entri
 from __future__ import annotations
 
 import atexit
+import contextlib
 import hashlib
 import re
 import threading
@@ -88,7 +89,7 @@ class EntryRedactor:
         for k, v in entry.items():
             key = str(k)
             if key in ENVELOPE_KEYS:
-                out[self._str(key)] = self._value(v)
+                out[key] = self._value(v)
             else:
                 out[self._str(key)] = REDACTED if self.is_sensitive(key) else self._value(v)
         return out
@@ -142,8 +143,7 @@ class MerkleAuditLog:
         self._failure: BaseException | None = None
         self._closed = False
         self._flusher: threading.Thread | None = None
-        ref = weakref.ref(self)
-        self._atexit = lambda: (lambda log: log.close() if log is not None else None)(ref())
+        self._atexit = _closer(weakref.ref(self))
         atexit.register(self._atexit)
 
     # ----------------------------------------------------------------- writing
@@ -301,6 +301,18 @@ class MerkleAuditLog:
                     self._commit()
                 except BaseException as exc:
                     self._failure = exc
+
+
+def _closer(ref: weakref.ReferenceType[MerkleAuditLog]) -> Callable[[], None]:
+    """At interpreter exit, commit what is pending (best effort: a kill skips this)."""
+
+    def close() -> None:
+        log = ref()
+        if log is not None:
+            with contextlib.suppress(Exception):
+                log.close()
+
+    return close
 
 
 def open_log(store: Store, signer: HeadSigner, section: Any,

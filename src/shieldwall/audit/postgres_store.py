@@ -34,6 +34,13 @@ class PostgresStore:
         self._s = sql.Identifier(schema)
         self._in_snapshot = False
         s = self._s
+        row = self._conn.execute("SELECT to_regclass(%s)", (f'"{schema}".meta',)).fetchone()
+        if row is not None and row[0] is not None:
+            row = self._conn.execute(sql.SQL("SELECT value FROM {}.meta WHERE key = 'log_id'").format(s)).fetchone()
+        self._conn.rollback()
+        if row is not None and row[0] is not None:
+            self.log_id: str = row[0]
+            return
         with self._conn.transaction():
             self._conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"shieldwall_audit:{schema}",))
             for stmt in (
@@ -56,7 +63,7 @@ class PostgresStore:
             self._conn.execute(sql.SQL("INSERT INTO {}.state VALUES (1, 0, '') ON CONFLICT DO NOTHING").format(s))
             row = self._conn.execute(sql.SQL("SELECT value FROM {}.meta WHERE key = 'log_id'").format(s)).fetchone()
         assert row is not None
-        self.log_id: str = row[0]
+        self.log_id = row[0]
 
     def _t(self, name: str) -> sql.Composed:
         return sql.SQL("{}.{}").format(self._s, sql.Identifier(name))

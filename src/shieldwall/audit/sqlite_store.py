@@ -68,19 +68,28 @@ class SQLiteStore:
         self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
         self._db.execute("PRAGMA journal_mode = WAL")
         self._db.execute(f"PRAGMA synchronous = {synchronous.upper()}")
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            for stmt in _SCHEMA.split(";"):
-                if stmt.strip():
-                    self._db.execute(stmt)
-            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('log_id', ?)", (uuid.uuid4().hex,))
-            self._db.execute("INSERT OR IGNORE INTO state VALUES (1, 0, x'')")
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
+        if not self._initialised():
+            # only creating the schema needs the writer lock: readers open a busy log freely
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for stmt in _SCHEMA.split(";"):
+                    if stmt.strip():
+                        self._db.execute(stmt)
+                self._db.execute("INSERT OR IGNORE INTO meta VALUES ('log_id', ?)", (uuid.uuid4().hex,))
+                self._db.execute("INSERT OR IGNORE INTO state VALUES (1, 0, x'')")
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
         row = self._db.execute("SELECT value FROM meta WHERE key = 'log_id'").fetchone()
         self.log_id: str = row[0]
+
+    def _initialised(self) -> bool:
+        try:
+            row = self._db.execute("SELECT value FROM meta WHERE key = 'log_id'").fetchone()
+        except sqlite3.OperationalError:
+            return False
+        return row is not None
 
     # ----------------------------------------------------------------- writing
 

@@ -1,0 +1,308 @@
+"""The log as the gate uses it: sequence numbers, redaction, batching and durability,
+signed heads on a schedule, proofs that travel. SQLite and PostgreSQL alike."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shieldwall.audit import AuditError, open_audit
+from shieldwall.audit.proofs import (
+    ProofError,
+    consistency_document,
+    inclusion_document,
+    verify_consistency_document,
+    verify_inclusion_document,
+)
+from shieldwall.audit.signing import HeadSigner, keyring, load_public_key
+from shieldwall.audit.store import Query
+from shieldwall.audit.verify import verify_entries, verify_store
+from shieldwall.audit.view import query_entries
+from shieldwall.policy.sections.audit import AuditSection
+
+from .conftest import PG_DSN, LogFactory, StoreSpec, make_entry, wait_until
+
+
+def test_append_returns_consecutive_sequence_numbers(make_log: LogFactory) -> None:
+    log = make_log()
+    assert [log.append(make_entry(i), durable=True) for i in range(5)] == [0, 1, 2, 3, 4]
+    assert log.append_many([make_entry(i) for i in range(5, 9)]) == [5, 6, 7, 8]
+    assert log.store.size() == 9
+
+
+def test_buffered_appends_are_durable_after_flush(spec: StoreSpec, make_log: LogFactory) -> None:
+    log = make_log(batch_max_entries=1000, batch_max_delay_ms=60_000)
+    seqs = [log.append(make_entry(i)) for i in range(50)]
+    assert seqs == list(range(50))
+    other = spec.open()  # another connection sees nothing before the batch commits
+    assert other.size() == 0
+    log.flush()
+    assert other.size() == 50
+    other.close()
+
+
+def test_durable_append_commits_before_returning(spec: StoreSpec, make_log: LogFactory) -> None:
+    log = make_log(batch_max_entries=1000, batch_max_delay_ms=60_000)
+    log.append(make_entry(0))
+    seq = log.append(make_entry(1), durable=True)
+    other = spec.open()
+    assert seq == 1 and other.size() == 2
+    other.close()
+
+
+def test_a_full_batch_commits_on_its_own(spec: StoreSpec, make_log: LogFactory) -> None:
+    log = make_log(batch_max_entries=10, batch_max_delay_ms=60_000)
+    for i in range(25):
+        log.append(make_entry(i))
+    other = spec.open()
+    assert other.size() == 20
+    other.close()
+
+
+def test_the_flusher_commits_an_idle_batch_after_its_delay(spec: StoreSpec, make_log: LogFactory) -> None:
+    log = make_log(batch_max_entries=1000, batch_max_delay_ms=30)
+    log.append(make_entry(0))
+    other = spec.open()
+    assert wait_until(lambda: other.size() == 1, timeout=5)
+    other.close()
+
+
+def test_heads_are_signed_every_n_entries_and_on_close(spec: StoreSpec, make_log: LogFactory) -> None:
+    now = [1000.0]
+    log = make_log(head_every_entries=10, head_every_seconds=3600, batch_max_entries=5, clock=lambda: now[0])
+    for i in range(23):
+        log.append(make_entry(i))
+    log.close()
+    store = spec.open()
+    sizes = [h.tree_size for h in store.heads()]
+    store.close()
+    assert sizes == [10, 20, 23]  # every 10 entries (at batch commits), then at close
+
+
+def test_heads_are_signed_after_t_seconds(spec: StoreSpec, make_log: LogFactory) -> None:
+    now = [1000.0]
+    log = make_log(head_every_entries=10_000, head_every_seconds=5, batch_max_entries=1, clock=lambda: now[0])
+    log.append(make_entry(0))  # first head
+    log.append(make_entry(1))
+    now[0] += 6
+    log.append(make_entry(2))
+    heads = log.store.heads()
+    assert [h.tree_size for h in heads] == [1, 3]
+    assert heads[1].timestamp_ms == 1_006_000
+
+
+def test_sign_head_on_demand(make_log: LogFactory, signer: HeadSigner) -> None:
+    log = make_log(head_every_entries=10_000, batch_max_entries=1000, batch_max_delay_ms=60_000)
+    for i in range(7):
+        log.append(make_entry(i))
+    h = log.sign_head()
+    assert h.tree_size == 7 and h.key_id == signer.key_id
+    assert log.sign_head().tree_size == 7  # same size: the same head
+
+
+def test_configured_fields_are_redacted_at_any_depth(make_log: LogFactory) -> None:
+    log = make_log(redact_fields=["password", "api_key", "token"])
+    log.append(make_entry(0, args={"user": "bob", "password": "hunter2", "nested": {"X-Api-Key": "k-123"},
+                                   "items": [{"access_token": "t-1", "tokens_used": 12}]}), durable=True)
+    entry = json.loads(bytes(log.store.get(0).leaf))["entry"]  # type: ignore[union-attr]
+    assert entry["args"] == {"user": "bob", "password": "[redacted]", "nested": {"X-Api-Key": "[redacted]"},
+                             "items": [{"access_token": "[redacted]", "tokens_used": 12}]}
+
+
+def test_live_secret_redactor_applies_to_every_string(make_log: LogFactory) -> None:
+    secret = "sk-live-" + secrets.token_hex(12)
+    log = make_log(redact=lambda s: s.replace(secret, "[secret:openai]"))
+    log.append(make_entry(0, args={"q": f"use {secret} now", secret: 1},
+                          findings=[{"layer": "detect", "rule": "secrets.leak", "message": f"saw {secret}"}]),
+               durable=True)
+    raw = bytes(log.store.get(0).leaf)  # type: ignore[union-attr]
+    assert secret.encode() not in raw and b"[secret:openai]" in raw
+
+
+def _raw_database_bytes(spec: StoreSpec, store: Any) -> bytes:
+    if spec.kind == "sqlite":
+        assert spec.path is not None
+        return b"".join(p.read_bytes() for p in spec.path.parent.glob(spec.path.name + "*"))
+    import psycopg
+
+    with psycopg.connect(PG_DSN, autocommit=True) as c:
+        c.execute("CHECKPOINT")
+        datadir = c.execute("SHOW data_directory").fetchone()[0]  # type: ignore[index]
+        rel = c.execute("SELECT pg_relation_filepath(%s)", (f"{spec.schema}.entries",)).fetchone()[0]  # type: ignore[index]
+    data = Path(datadir, rel).read_bytes()
+    wal = sorted(Path(datadir, "pg_wal").glob("0*"), key=os.path.getmtime)[-2:]
+    return data + b"".join(p.read_bytes() for p in wal)
+
+
+def test_secrets_never_reach_the_raw_database_bytes(spec: StoreSpec, make_log: LogFactory) -> None:
+    password = "pw-" + secrets.token_hex(10)
+    live = "ghp_" + secrets.token_hex(18)
+    log = make_log(redact_fields=["password", "authorization"],
+                   redact=lambda s: s.replace(live, "[secret:github]"))
+    for i in range(20):
+        log.append(make_entry(i, args={"password": password, "headers": {"Authorization": f"Bearer {live}"},
+                                       "body": f"token={live}"}))
+    log.close()
+    raw = _raw_database_bytes(spec, log.store)
+    assert b"[secret:github]" in raw or spec.kind == "postgres"
+    assert password.encode() not in raw
+    assert live.encode() not in raw
+
+
+def test_a_failed_commit_fails_closed_and_is_reported(make_log: LogFactory) -> None:
+    log = make_log(batch_max_entries=1000, batch_max_delay_ms=60_000)
+    log.append(make_entry(0), durable=True)
+    real = log.store.commit
+
+    def broken(*a: Any, **k: Any) -> None:
+        raise OSError("disk full")
+
+    log.store.commit = broken  # type: ignore[method-assign]
+    with pytest.raises(AuditError, match="disk full"):
+        log.append(make_entry(1), durable=True)
+    log.store.commit = real  # type: ignore[method-assign]
+    assert log.append(make_entry(2), durable=True) == 1  # seq 1 was never acknowledged: reused
+
+
+def test_a_failure_in_the_flusher_surfaces_at_the_next_append(make_log: LogFactory) -> None:
+    log = make_log(batch_max_entries=1000, batch_max_delay_ms=10)
+    real = log.store.commit
+
+    def broken(*a: Any, **k: Any) -> None:
+        raise OSError("store gone")
+
+    log.store.commit = broken  # type: ignore[method-assign]
+    log.append(make_entry(0))
+    assert wait_until(lambda: log._failure is not None)
+    log.store.commit = real  # type: ignore[method-assign]
+    with pytest.raises(AuditError, match="store gone"):
+        log.append(make_entry(1))
+
+
+def test_non_json_entries_are_refused(make_log: LogFactory) -> None:
+    log = make_log()
+    with pytest.raises(AuditError):
+        log.append(make_entry(0, args={"x": float("nan")}))
+
+
+def test_proof_documents_verify_with_only_the_public_key(spec: StoreSpec, make_log: LogFactory,
+                                                        signer: HeadSigner) -> None:
+    log = make_log(head_every_entries=7, batch_max_entries=3)
+    for i in range(40):
+        log.append(make_entry(i))
+    log.close()
+    store = spec.open()
+    pem = signer.public_pem()
+    heads = store.heads()
+    for seq in (0, 13, 39):
+        doc = json.loads(json.dumps(inclusion_document(store, seq)))
+        entry = verify_inclusion_document(doc, pem)
+        assert entry["result_digest"] == f"{seq:064x}"
+        bad = json.loads(json.dumps(doc))
+        bad["inclusion_path"][0] = "00" * 32
+        with pytest.raises(ProofError):
+            verify_inclusion_document(bad, pem)
+        forged = dict(doc, leaf=doc["leaf"][:-8] + "AAAAAAA=")
+        with pytest.raises(ProofError):
+            verify_inclusion_document(forged, pem)
+    old, new = heads[1].tree_size, heads[-1].tree_size
+    doc = json.loads(json.dumps(consistency_document(store, old, new)))
+    verify_consistency_document(doc, pem)
+    with pytest.raises(ProofError, match="unknown key"):
+        verify_consistency_document(doc, HeadSigner.generate().public_pem())
+    doc["consistency_path"][-1] = "11" * 32
+    with pytest.raises(ProofError):
+        verify_consistency_document(doc, pem)
+    with pytest.raises(ProofError, match="no signed head"):
+        consistency_document(store, 2, new)
+    d2 = consistency_document(store, 2, new, signer=signer)  # the log signs its view of size 2
+    verify_consistency_document(d2, pem)
+    assert verify_store(store, keyring(load_public_key(pem))).ok
+    store.close()
+
+
+def test_exported_entries_verify_against_a_head(spec: StoreSpec, make_log: LogFactory, signer: HeadSigner) -> None:
+    log = make_log()
+    for i in range(12):
+        log.append(make_entry(i))
+    head = log.sign_head()
+    entries = [json.loads(bytes(leaf))["entry"] for _, leaf, _ in log.store.iter_leaves()]
+    verify_entries(entries, head, keyring(signer.public_key))
+    entries[3]["verdict"] = "deny"  # it was an allow
+    with pytest.raises(ValueError, match="root mismatch"):
+        verify_entries(entries, head, keyring(signer.public_key))
+
+
+def test_query_filters(make_log: LogFactory) -> None:
+    log = make_log()
+    log.append_many([make_entry(i) for i in range(24)])
+    st = log.store
+
+    def seqs(**kw: Any) -> list[int]:
+        return [s for s, _ in query_entries(st, Query(**kw))]
+
+    assert seqs(session="s1") == [i for i in range(24) if i % 3 == 1]
+    assert seqs(agent="ops-bot", tool="lookup") == [i for i in range(24) if i % 2 == 0 and i % 3 == 0]
+    assert seqs(verdict="deny") == seqs(rule="policy.tool_not_in_role") == list(range(0, 24, 4))
+    assert seqs(rule="policy.tool") == []  # rule ids match whole
+    t0 = 1_764_000_000.0
+    assert seqs(since=t0 + 5, until=t0 + 7) == [5, 6, 7]
+    assert seqs(event="outcome", limit=2, descending=True) == [23, 21]
+
+
+def test_open_audit_creates_key_and_database_from_the_policy_section(tmp_path: Path) -> None:
+    section = AuditSection(path="state/audit.db", key_path="state/key.pem")
+    log = open_audit(section, tmp_path, redact=lambda s: s.replace("ORD-1000", "[r]"))
+    assert log.append(make_entry(0)) == 0
+    log.close()
+    assert (tmp_path / "state/audit.db").exists()
+    key = tmp_path / "state/key.pem"
+    assert key.stat().st_mode & 0o777 == 0o600
+    signer = HeadSigner.load_or_create(key)
+    log2 = open_audit(section, tmp_path)
+    assert log2.append(make_entry(1), durable=True) == 1  # type: ignore[call-arg]
+    log2.close()
+    from shieldwall.audit import open_store
+
+    st = open_store(section, tmp_path)
+    assert verify_store(st, keyring(signer.public_key)).ok
+    assert all(h.key_id == signer.key_id for h in st.heads())
+    leaf = bytes(st.get(0).leaf)  # type: ignore[union-attr]
+    assert b'"ORD-1000"' not in leaf and b'"[r]"' in leaf  # redact= was applied
+    st.close()
+
+
+def test_disabled_audit_writes_nothing(tmp_path: Path) -> None:
+    log = open_audit(AuditSection(enabled=False), tmp_path)
+    assert log.append(make_entry(0)) == -1
+    assert not (tmp_path / ".shieldwall").exists()
+
+
+def test_many_threads_share_one_log(make_log: LogFactory) -> None:
+    import threading
+
+    log = make_log(batch_max_entries=64, batch_max_delay_ms=5)
+    got: list[int] = []
+    lock = threading.Lock()
+
+    def work(k: int) -> None:
+        for i in range(100):
+            s = log.append(make_entry(k * 1000 + i))
+            with lock:
+                got.append(s)
+
+    ts = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    log.flush()
+    assert sorted(got) == list(range(400))
+    time.sleep(0.01)
+    assert log.store.size() == 400

@@ -45,10 +45,14 @@ T = TypeVar("T")
 
 # The tools/call request's _meta (progress token, approval id), carried into the worker
 # thread that runs Session.call (anyio copies the context into it).
-_CALL_META: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
-    "shieldwall_mcp_call_meta", default=None)
+_CALL: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "shieldwall_mcp_call", default=None)
 
 APPROVAL_META_KEY = "shieldwall/approval"
+# Names under which resource and prompt results pass the result layers (usable in the
+# policy's tools: section, e.g. to mark them `result: {trusted: false}`).
+RESOURCE_LABEL = "mcp.resources_read"
+PROMPT_LABEL = "mcp.prompts_get"
 TRUNCATED_NOTE = "[shieldwall: result truncated: {n} bytes over the {cap}-byte cap]"
 
 
@@ -257,16 +261,69 @@ def _error_result(text: str, rules: list[str] | None = None, verdict: str = "err
                              _meta=meta)
 
 
-def _to_call_result(value: Any) -> Any:
+def _text_slots(value: Any, out: list[dict[str, Any]], depth: int = 0) -> list[dict[str, Any]]:
+    """The dicts in a result that carry model-visible text (``{"text": str}``), in order."""
+    if depth > 16:
+        return out
+    if isinstance(value, dict):
+        if isinstance(value.get("text"), str):
+            out.append(value)
+        for k, v in value.items():
+            if k != "text" and k != "_meta":
+                _text_slots(v, out, depth + 1)
+    elif isinstance(value, list):
+        for v in value:
+            _text_slots(v, out, depth + 1)
+    return out
+
+
+class GatedView:
+    """What the result layers see of an MCP result: its texts (one string when there is
+    one), plus ``structuredContent`` for tools. Layers that redact or wrap strings change
+    these; :meth:`apply` writes them back into the wire result."""
+
+    def __init__(self, dumped: dict[str, Any]) -> None:
+        import copy
+
+        self.dumped = copy.deepcopy(dumped)
+        body = {k: v for k, v in self.dumped.items() if k not in ("_meta", "structuredContent")}
+        self.slots = _text_slots(body, [])
+        self.structured = "structuredContent" in self.dumped
+
+    def value(self) -> Any:
+        texts = [s["text"] for s in self.slots]
+        if not self.structured:
+            return texts[0] if len(texts) == 1 else texts
+        return {"content": texts, "structuredContent": self.dumped["structuredContent"]}
+
+    def apply(self, out: Any) -> dict[str, Any] | None:
+        """The wire result with the layers' changes, or None when ``out`` lost its shape."""
+        if self.structured:
+            if not isinstance(out, dict) or not isinstance(out.get("content"), list):
+                return None
+            texts, self.dumped["structuredContent"] = out["content"], out.get("structuredContent")
+        elif len(self.slots) == 1:
+            texts = [out]
+        else:
+            texts = out
+        if not isinstance(texts, list) or len(texts) != len(self.slots):
+            return None
+        for slot, t in zip(self.slots, texts, strict=True):
+            slot["text"] = t if isinstance(t, str) else json.dumps(t, ensure_ascii=False,
+                                                                    default=str)
+        return self.dumped
+
+
+def _to_call_result(view: GatedView | None, out: Any) -> Any:
     from mcp import types as mt
 
-    if isinstance(value, dict) and isinstance(value.get("content"), list):
-        data = {k: v for k, v in value.items() if k != "resultType"}
+    data = view.apply(out) if view is not None else None
+    if data is not None:
         try:
             return mt.CallToolResult.model_validate(data)
         except Exception:
-            value = data.get("content")
-    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+            pass
+    text = out if isinstance(out, str) else json.dumps(out, ensure_ascii=False, default=str)
     return mt.CallToolResult(content=[mt.TextContent(type="text", text=text)])
 
 
@@ -350,8 +407,12 @@ class GatedProxy:
 
     def _forwarder(self, name: str) -> Callable[..., Any]:
         def forward(**args: Any) -> Any:
-            meta = _CALL_META.get()
-            return anyio.from_thread.run(self._forward_call, name, args, meta)
+            holder = _CALL.get()
+            meta = holder.get("meta") if holder is not None else None
+            view: GatedView = anyio.from_thread.run(self._forward_call, name, args, meta)
+            if holder is not None:
+                holder["view"] = view
+            return view.value()
 
         forward.__name__ = f"mcp_{name}"
         return forward
@@ -365,7 +426,7 @@ class GatedProxy:
             name, args, read_timeout_seconds=self.call_timeout, meta=fwd_meta))
         dumped: dict[str, Any] = res.model_dump(by_alias=True, mode="json", exclude_none=True)
         dumped.pop("resultType", None)
-        return cap_result(dumped, self.max_result_bytes)
+        return GatedView(cap_result(dumped, self.max_result_bytes))
 
     # ----------------------------------------------------------------- sessions
 
@@ -413,7 +474,8 @@ class GatedProxy:
         args = dict(params.arguments or {})
         meta = params.meta.model_dump(by_alias=True, exclude_none=True) if params.meta else None
         approval = (meta or {}).get(APPROVAL_META_KEY)
-        token = _CALL_META.set(meta)
+        holder: dict[str, Any] = {"meta": meta}
+        token = _CALL.set(holder)
         try:
             out = await anyio.to_thread.run_sync(
                 lambda: session.call(name, args, approval=approval if isinstance(
@@ -432,8 +494,8 @@ class GatedProxy:
         except ShieldwallError as e:
             return _error_result(f"{name} failed: {e}")
         finally:
-            _CALL_META.reset(token)
-        return _to_call_result(out)
+            _CALL.reset(token)
+        return _to_call_result(holder.get("view"), out)
 
     async def _passthrough(self, ctx: Any, label: str, args: dict[str, Any], result: Any,
                            result_type: Any) -> Any:
@@ -441,14 +503,19 @@ class GatedProxy:
         session = self.gate_session(ctx)
         dumped = result.model_dump(by_alias=True, mode="json", exclude_none=True)
         dumped.pop("resultType", None)
-        d = session.decide(ToolResult(label, args, dumped))
+        view = GatedView(dumped)
+        value = view.value()
+        d = session.decide(ToolResult(label, args, value))
         if d.verdict >= Verdict.ASK:
             rules = ", ".join(sorted({f.rule for f in d.deciding()}))
             raise _mcp_error(f"Shieldwall refused this {label} result ({rules})")
-        out = d.action.result if isinstance(d.action, ToolResult) else dumped
-        if isinstance(out, dict):
-            return result_type.model_validate(out)
-        return result
+        out = d.action.result if isinstance(d.action, ToolResult) else value
+        if out is value:
+            return result
+        data = view.apply(out)
+        if data is None:
+            raise _mcp_error(f"Shieldwall could not rebuild the {label} result after its checks")
+        return result_type.model_validate(data)
 
     async def _forward(self, op: Callable[[Any], Awaitable[T]]) -> T:
         try:
@@ -479,7 +546,7 @@ class GatedProxy:
 
             async def read_resource(ctx: Any, params: Any) -> Any:
                 res = await self._forward(lambda cs: cs.read_resource(params.uri))
-                return await self._passthrough(ctx, "resources/read", {"uri": str(params.uri)},
+                return await self._passthrough(ctx, RESOURCE_LABEL, {"uri": str(params.uri)},
                                                res, mt.ReadResourceResult)
 
             handlers.update(on_list_resources=list_resources,
@@ -502,7 +569,7 @@ class GatedProxy:
             async def get_prompt(ctx: Any, params: Any) -> Any:
                 res = await self._forward(
                     lambda cs: cs.get_prompt(params.name, params.arguments))
-                return await self._passthrough(ctx, "prompts/get", {"name": params.name},
+                return await self._passthrough(ctx, PROMPT_LABEL, {"name": params.name},
                                                res, mt.GetPromptResult)
 
             handlers.update(on_list_prompts=list_prompts, on_get_prompt=get_prompt)
@@ -513,7 +580,7 @@ class GatedProxy:
                         params.context.arguments if params.context else None)))
 
             handlers["on_completion"] = complete
-        server: Server[Any] = Server(
+        server: Server[Any] = _gated_server_class()(
             info.name, version=info.version or "", title=getattr(info, "title", None),
             instructions=init.instructions, **handlers)
         if caps.logging is not None:
@@ -523,18 +590,19 @@ class GatedProxy:
 
             server.add_request_handler("logging/setLevel", mt.SetLevelRequestParams, set_level)
         server.middleware.append(self._track)
+        from mcp.server.lowlevel.server import NotificationOptions
+
+        # tools can change under the pins at any time, so listChanged is always offered
+        server.notification_options = NotificationOptions(  # type: ignore[attr-defined]
+            tools_changed=caps.tools is not None,
+            resources_changed=bool(caps.resources and caps.resources.list_changed),
+            prompts_changed=bool(caps.prompts and caps.prompts.list_changed))
         self.server = server
         return server
 
     def initialization_options(self) -> Any:
-        from mcp.server.lowlevel.server import NotificationOptions
-
         assert self.server is not None
-        caps = self.upstream.init.capabilities
-        return self.server.create_initialization_options(NotificationOptions(
-            tools_changed=caps.tools is not None,
-            resources_changed=bool(caps.resources and caps.resources.list_changed),
-            prompts_changed=bool(caps.prompts and caps.prompts.list_changed)))
+        return self.server.create_initialization_options()
 
     # ----------------------------------------------------------------- notifications
 
@@ -581,6 +649,22 @@ class GatedProxy:
         for s in list(self._sessions.values()):
             s.close()
         self._sessions.clear()
+
+
+def _gated_server_class() -> type[Any]:
+    """A lowlevel Server whose initialization options default to the proxy's notification
+    options (the streamable-HTTP manager asks for them without arguments)."""
+    from mcp.server.lowlevel import Server
+
+    class GatedServer(Server[Any]):
+        notification_options: Any = None
+
+        def create_initialization_options(self, notification_options: Any = None,
+                                          *args: Any, **kwargs: Any) -> Any:
+            return super().create_initialization_options(
+                notification_options or self.notification_options, *args, **kwargs)
+
+    return GatedServer
 
 
 def _mcp_error(message: str) -> Exception:

@@ -1,0 +1,152 @@
+"""The stdio gateway, driven by the SDK's client through `shieldwall mcp wrap`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+import pytest
+
+from mcp_helpers import (
+    calls,
+    gateway,
+    server_cmd,
+    stdio_session,
+    text_of,
+    write_policy,
+)
+
+pytestmark = pytest.mark.timeout(60)
+
+POLICY = """
+roles:
+  reader:
+    tools: [echo, add, fetch_page, big, crash]
+tools:
+  fetch_page:
+    result: {trusted: false}
+mcp:
+  pin: "off"
+  max_result_bytes: 65536
+"""
+
+
+def wrap(policy: Path, server: list[str], role: str = "reader", *extra: str) -> list[str]:
+    return gateway("wrap", "--policy", str(policy), "--agent", "tester", "--role", role,
+                   *extra, "--", *server)
+
+
+def test_allowed_call_reaches_server_with_undeclared_args_stripped(tmp_path: Path, rec: Path) -> None:
+    pol = write_policy(tmp_path, POLICY)
+
+    async def main() -> None:
+        with anyio.fail_after(40):
+            async with stdio_session(wrap(pol, server_cmd("benign", rec))) as s:
+                res = await s.call_tool("echo", {"text": "hello", "exfil": "secret-data"})
+                assert not res.is_error
+                assert text_of(res) == "hello"
+
+    anyio.run(main)
+    got = calls(rec)
+    assert got == [{"method": "tools/call", "tool": "echo", "args": {"text": "hello"}}]
+
+
+def test_denied_call_never_reaches_server_and_proxy_keeps_serving(tmp_path: Path, rec: Path) -> None:
+    pol = write_policy(tmp_path, POLICY)
+
+    async def main() -> None:
+        with anyio.fail_after(40):
+            async with stdio_session(wrap(pol, server_cmd("benign", rec))) as s:
+                denied = await s.call_tool("delete_all", {})
+                assert denied.is_error
+                assert "policy.tool_not_in_role" in text_of(denied)
+                assert denied.meta["shieldwall"]["rules"] == ["policy.tool_not_in_role"]
+                bad = await s.call_tool("add", {"a": "one", "b": 2})
+                assert bad.is_error and "args.invalid" in text_of(bad)
+                ok = await s.call_tool("add", {"a": 1, "b": 2})
+                assert text_of(ok) == "3"
+
+    anyio.run(main)
+    assert [c["tool"] for c in calls(rec)] == ["add"]
+    assert calls(rec)[0]["args"] == {"a": 1, "b": 2}
+
+
+def test_tools_list_shows_only_granted_tools(tmp_path: Path, rec: Path) -> None:
+    pol = write_policy(tmp_path, POLICY)
+
+    async def main() -> list[str]:
+        with anyio.fail_after(40):
+            async with stdio_session(wrap(pol, server_cmd("benign", rec))) as s:
+                return sorted(t.name for t in (await s.list_tools()).tools)
+
+    assert anyio.run(main) == ["add", "echo"]  # delete_all is not granted to reader
+
+
+def test_resources_and_prompts_are_relayed(tmp_path: Path, rec: Path) -> None:
+    pol = write_policy(tmp_path, POLICY)
+
+    async def main() -> None:
+        with anyio.fail_after(40):
+            async with stdio_session(wrap(pol, server_cmd("benign", rec))) as s:
+                rs = await s.list_resources()
+                assert [str(r.uri) for r in rs.resources] == ["file:///docs/readme.txt"]
+                rd = await s.read_resource("file:///docs/readme.txt")
+                assert rd.contents[0].text == "Shieldwall test resource."
+                ps = await s.list_prompts()
+                assert [p.name for p in ps.prompts] == ["greet"]
+                pr = await s.get_prompt("greet")
+                assert pr.messages[0].content.text == "Say hello politely."
+
+    anyio.run(main)
+
+
+def test_huge_result_is_truncated_to_the_cap(tmp_path: Path, rec: Path) -> None:
+    pol = write_policy(tmp_path, POLICY)
+
+    async def main() -> None:
+        with anyio.fail_after(40):
+            async with stdio_session(wrap(pol, server_cmd("leaky", rec))) as s:
+                res = await s.call_tool("big", {"kb": 512})  # 512 KiB of text
+                body = text_of(res)
+                assert len(body.encode()) < 70_000
+                assert "result truncated" in body
+
+    anyio.run(main)
+
+
+def test_server_crash_mid_call_is_reported_and_proxy_recovers(tmp_path: Path, rec: Path) -> None:
+    pol = write_policy(tmp_path, POLICY)
+    log = tmp_path / "gateway.log"
+
+    async def main() -> None:
+        with anyio.fail_after(50), log.open("w") as errlog:
+            async with stdio_session(wrap(pol, server_cmd("leaky", rec)), errlog=errlog) as s:
+                res = await s.call_tool("crash", {})
+                assert res.is_error
+                assert "down" in text_of(res) or "restart" in text_of(res)
+                again = await s.call_tool("echo", {"text": "still here"})
+                assert not again.is_error and text_of(again) == "still here"
+
+    anyio.run(main)
+    assert [c["tool"] for c in calls(rec)] == ["crash", "echo"]
+    assert "restarting" in log.read_text()
+
+
+def test_results_pass_the_result_layers(tmp_path: Path, rec: Path) -> None:
+    """fetch_page is marked untrusted: its text comes back inside the session's
+    spotlight boundary (detect room) — or is refused if the injection scan fires."""
+    pytest.importorskip("shieldwall.detect.layer")
+    pol = write_policy(tmp_path, POLICY + "detect:\n  results:\n    on_injection: annotate\n")
+
+    async def main() -> None:
+        with anyio.fail_after(40):
+            async with stdio_session(wrap(pol, server_cmd("leaky", rec))) as s:
+                res = await s.call_tool("fetch_page", {"url": "https://example.com"})
+                body = text_of(res)
+                assert not res.is_error
+                assert "ignore all previous instructions" in body
+                assert body.startswith("<<") and "source=fetch_page" in body
+                trusted = await s.call_tool("echo", {"text": "plain"})
+                assert text_of(trusted) == "plain"
+
+    anyio.run(main)

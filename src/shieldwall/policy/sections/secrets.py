@@ -8,10 +8,8 @@ that tool here. ``{{token}}`` asks the broker for a per-invocation token.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import re
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -31,6 +29,7 @@ def parse_duration(value: Any) -> float:
     raise ValueError(f"invalid duration {value!r}: use seconds or a string like '30s', '10m'")
 
 BackendName = Literal["env", "file", "vault"]
+_ORDER: tuple[BackendName, ...] = ("env", "file", "vault")
 
 
 class _Strict(BaseModel):
@@ -90,7 +89,7 @@ class SecretsSection(_Strict):
     file: FileBackend | None = None
     vault: VaultBackend | None = None
     order: list[BackendName] = Field(
-        default_factory=lambda: ["env", "file", "vault"],
+        default_factory=lambda: list(_ORDER),
         description="backends tried in turn (only configured ones)")
     sources: dict[str, BackendName] = Field(
         default_factory=dict, description="pin a secret name to one backend")

@@ -30,7 +30,7 @@ MIN_B64 = 16
 # RE2 (linear time, leftmost-longest runs make look-arounds unnecessary).
 _B64 = re2.compile(r"[A-Za-z0-9+/_-]{%d,}={0,2}".replace("%d", str(MIN_B64)))
 _HEX = re2.compile(r"(?:[0-9A-Fa-f]{2}[ :]?){8,}|(?:\\x[0-9A-Fa-f]{2}){6,}")
-_URLENC = re.compile(r"(?:%[0-9A-Fa-f]{2}[^%\s]{0,3}){4,}")
+_URLENC = re.compile(r"[^\s%]*(?:%[0-9A-Fa-f]{2}[^\s%]*){3,}")
 _ROT13_HINT = re.compile(r"\brot[- ]?13\b|\bcaesar\b", re.IGNORECASE)
 _WORD = re.compile(r"[a-z]{2,}")
 # The most frequent English words: decoded text that holds several of them is language.

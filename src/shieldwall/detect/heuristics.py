@@ -88,6 +88,9 @@ RULES: tuple[Rule, ...] = (
          0.8, "indirect"),
     Rule("important_message", r"\bthis\s+is\s+an?\s+(?:important|urgent|critical)\s+(?:message|instruction|note)\s+from\b|<INFORMATION>|\bbefore\s+you\s+(?:can\s+)?(?:solve|do|complete|continue|answer|proceed\s+with)\s+(?:the|my|your)\s+task\b",  # noqa: E501
          0.85, "indirect"),
+    Rule("address_ai", r"(?m)(?:^|[<>\[\](){}*#|:]|-{2}|[.!?]\s)\s*(?:dear\s+|hey\s+|attention\s+)?(?:ai|llm|gpt|chatgpt|claude|gemini|copilot)(?:\s+(?:assistant|agent|model|bot))?\s*[:,]\s*(?:please\s+)?(?:before|ignore|do\s+not|don'?t|you\s+must|always|never|send|forward|e-?mail|reply|respond|instead|first|stop|disregard)\b",  # noqa: E501
+         0.8, "indirect"),
+    Rule("before_answering", r"\bbefore\s+(?:answering|responding|replying|you\s+(?:answer|respond|reply|summari[sz]e))\b", 0.45, "indirect"),  # noqa: E501
     Rule("important_ignore", r"\b(?:IMPORTANT|URGENT|ATTENTION|CRITICAL|WARNING)\s*!{2,}", 0.5, "indirect"),
     Rule("when_user_asks", r"\b(?:if|when)\s+(?:the\s+)?user\s+asks?\b[\s\S]{0,80}\b(?:reply|respond|say|answer|tell|output|print)\b|\bdo\s+not\s+(?:tell|inform|mention\s+(?:this\s+)?to|reveal\s+(?:this\s+)?to|alert)\s+the\s+user\b",  # noqa: E501
          0.7, "indirect"),
@@ -124,7 +127,11 @@ class Matcher:
         opts.max_mem = 64 << 20
         self._set = re2.Set.SearchSet(opts)
         for r in rules:
-            if self._set.Add(r.pattern) < 0:
+            try:
+                ok = self._set.Add(r.pattern) >= 0
+            except Exception as e:  # re2 raises its own error type
+                raise ValueError(f"heuristic rule {r.id} does not compile: {e}") from e
+            if not ok:
                 raise ValueError(f"heuristic rule {r.id} does not compile")
         self._set.Compile()
         self._each = [re2.compile("(?i)" + r.pattern) for r in rules]

@@ -134,6 +134,7 @@ egress:
   ports: [{port}]
   allow_private: ["127.0.0.1"]
 audit: {{path: audit.db}}
+gate: {{layer_budget_ms: 10000}}  # a loaded CI machine must not turn into a timing test
 """)
     wall = Shieldwall(policy, base_dir=tmp_path)
     egress_policy(wall).resolver.inner = StaticResolver(

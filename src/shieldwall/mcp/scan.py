@@ -22,6 +22,7 @@ from typing import Any
 from ..actions import Severity
 
 DEFAULT_MAX_DESCRIPTION = 2048
+INSTRUCTIONS = "(instructions)"  # a server's instructions, scanned like a tool description
 
 _I = re.IGNORECASE | re.DOTALL
 
@@ -141,7 +142,10 @@ def _distinctive(name: str) -> bool:
 def scan_tools(tools: Iterable[ScannedTool], *,
                max_description: int = DEFAULT_MAX_DESCRIPTION) -> list[ScanFinding]:
     tools = list(tools)
-    all_names = {t.name for t in tools if _distinctive(t.name)}
+    all_names = {t.name for t in tools if _distinctive(t.name) and t.name != INSTRUCTIONS}
+    own: dict[str, set[str]] = {}
+    for t in tools:
+        own.setdefault(t.server, set()).add(t.name)
     out: list[ScanFinding] = []
     for t in tools:
         texts: list[tuple[str, str]] = [("description", t.description)]
@@ -189,7 +193,9 @@ def scan_tools(tools: Iterable[ScannedTool], *,
             if m:
                 add("mcp.scan.concealment", f"{where} asks to hide something from the user",
                     _excerpt(text, m), Severity.CRITICAL)
-            others = [n for n in all_names if n != t.name
+            # a server's own instructions may name its own tools; a tool may not steer others
+            names = (all_names - own[t.server]) if t.name == INSTRUCTIONS else all_names
+            others = [n for n in names if n != t.name
                       and re.search(rf"(?<![\w-]){re.escape(n)}(?![\w-])", text)]
             m = SHADOWING_PHRASES.search(text)
             if others or m:
@@ -278,6 +284,6 @@ async def scan_config(path: str | Path, *, max_description: int = DEFAULT_MAX_DE
     ordered = [results[n] for n in cfg]
     tools = [t for r in ordered for t in r.tools]
     # server instructions reach the model too: scan them as a pseudo-tool
-    tools += [ScannedTool(r.name, "(instructions)", r.instructions, {})
+    tools += [ScannedTool(r.name, INSTRUCTIONS, r.instructions, {})
               for r in ordered if r.instructions]
     return ordered, scan_tools(tools, max_description=max_description)

@@ -1,0 +1,215 @@
+"""`shieldwall mcp serve`: Streamable HTTP, bearer token per agent, optional mutual TLS,
+upstream a command or an HTTP MCP server."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import ssl
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import httpx2
+import pytest
+from mcp import ClientSession
+from mcp.client.streamable_http import streamable_http_client
+from mcp_helpers import calls, free_port, gateway, server_cmd, stop, text_of, wait_port, write_policy
+
+pytestmark = pytest.mark.timeout(90)
+
+READER_TOKEN = "swt_reader-token-for-tests-0123456789"
+NOBODY_TOKEN = "swt_nobody-token-for-tests-0123456789"
+
+
+def _h(t: str) -> str:
+    return hashlib.sha256(t.encode()).hexdigest()
+
+
+POLICY = f"""
+roles:
+  reader:
+    tools: [echo, add]
+  nobody:
+    tools: []
+mcp:
+  pin: "off"
+  tokens:
+    - {{sha256: "{_h(READER_TOKEN)}", agent: alice, role: reader}}
+    - {{sha256: "{_h(NOBODY_TOKEN)}", agent: mallory, role: nobody}}
+"""
+
+
+def _serve(tmp: Path, upstream: list[str], port: int, *extra: str) -> subprocess.Popen[Any]:
+    pol = write_policy(tmp, POLICY)
+    log = (tmp / "serve.log").open("w")
+    proc = subprocess.Popen(gateway("serve", "--policy", str(pol), "--port", str(port), *extra,
+                                    *upstream), stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_port(port, proc)
+    except Exception:
+        stop(proc)
+        raise RuntimeError((tmp / "serve.log").read_text()) from None
+    return proc
+
+
+@pytest.fixture
+def served(tmp_path: Path, rec: Path) -> Iterator[str]:
+    port = free_port()
+    proc = _serve(tmp_path, ["--", *server_cmd("benign", rec)], port)
+    try:
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        stop(proc)
+
+
+async def _session_calls(url: str, token: str, client: httpx2.AsyncClient | None = None
+                         ) -> tuple[list[str], Any, Any]:
+    hc = client or httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"})
+    async with hc, streamable_http_client(url, http_client=hc) as (r, w), ClientSession(r, w) as s:
+        await s.initialize()
+        names = sorted(t.name for t in (await s.list_tools()).tools)
+        ok = await s.call_tool("echo", {"text": "over http", "smuggled": 1})
+        denied = await s.call_tool("delete_all", {})
+        return names, ok, denied
+
+
+def test_missing_or_wrong_token_is_refused(served: str, rec: Path) -> None:
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": {"name": "delete_all", "arguments": {}}}
+    hdrs = {"Accept": "application/json, text/event-stream"}
+    assert httpx.post(served, json=body, headers=hdrs).status_code == 401
+    wrong = {**hdrs, "Authorization": "Bearer swt_not-a-real-token"}
+    r = httpx.post(served, json=body, headers=wrong)
+    assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Bearer")
+    basic = {**hdrs, "Authorization": "Basic " + READER_TOKEN}
+    assert httpx.post(served, json=body, headers=basic).status_code == 401
+    assert calls(rec) == []
+
+
+def test_token_maps_to_agent_and_role(served: str, rec: Path) -> None:
+    async def main() -> None:
+        with anyio.fail_after(40):
+            names, ok, denied = await _session_calls(served, READER_TOKEN)
+            assert names == ["add", "echo"]
+            assert text_of(ok) == "over http"
+            assert denied.is_error and "policy.tool_not_in_role" in text_of(denied)
+            names, ok, _ = await _session_calls(served, NOBODY_TOKEN)
+            assert names == []
+            assert ok.is_error and "policy.tool_not_in_role" in text_of(ok)
+
+    anyio.run(main)
+    assert calls(rec) == [{"method": "tools/call", "tool": "echo", "args": {"text": "over http"}}]
+
+
+def test_upstream_may_be_an_http_mcp_server(tmp_path: Path, rec: Path) -> None:
+    up_port, port = free_port(), free_port()
+    upstream = subprocess.Popen(server_cmd("benign", rec, "--http", str(up_port)),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_port(up_port, upstream)
+        proc = _serve(tmp_path, ["--url", f"http://127.0.0.1:{up_port}/mcp"], port)
+        try:
+            async def main() -> None:
+                with anyio.fail_after(40):
+                    names, ok, denied = await _session_calls(
+                        f"http://127.0.0.1:{port}/mcp", READER_TOKEN)
+                    assert names == ["add", "echo"] and text_of(ok) == "over http"
+                    assert denied.is_error
+            anyio.run(main)
+        finally:
+            stop(proc)
+    finally:
+        stop(upstream)
+    assert [c["tool"] for c in calls(rec)] == ["echo"]
+
+
+# --------------------------------------------------------------------------- mutual TLS
+
+
+def _certs(d: Path) -> dict[str, Path]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = dt.datetime.now(dt.UTC)
+
+    def key() -> ec.EllipticCurvePrivateKey:
+        return ec.generate_private_key(ec.SECP256R1())
+
+    def name(cn: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    def cert(subject: str, pub: Any, issuer: str, signer: Any, *, ca: bool = False,
+             san: x509.GeneralName | None = None) -> x509.Certificate:
+        b = (x509.CertificateBuilder().subject_name(name(subject)).issuer_name(name(issuer))
+             .public_key(pub).serial_number(x509.random_serial_number())
+             .not_valid_before(now - dt.timedelta(minutes=5))
+             .not_valid_after(now + dt.timedelta(days=1))
+             .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+        if san is not None:
+            b = b.add_extension(x509.SubjectAlternativeName([san]), critical=False)
+        return b.sign(signer, hashes.SHA256())
+
+    import ipaddress
+
+    ca_key, srv_key, cli_key, rogue_key = key(), key(), key(), key()
+    ca = cert("test-ca", ca_key.public_key(), "test-ca", ca_key, ca=True)
+    srv = cert("127.0.0.1", srv_key.public_key(), "test-ca", ca_key,
+               san=x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
+    cli = cert("agent-alice", cli_key.public_key(), "test-ca", ca_key)
+    rogue = cert("agent-rogue", rogue_key.public_key(), "agent-rogue", rogue_key)
+    out: dict[str, Path] = {}
+
+    def write(label: str, data: bytes) -> None:
+        p = d / f"{label}.pem"
+        p.write_bytes(data)
+        out[label] = p
+
+    pem = serialization.Encoding.PEM
+    write("ca", ca.public_bytes(pem))
+    for label, c, k in (("server", srv, srv_key), ("client", cli, cli_key),
+                        ("rogue", rogue, rogue_key)):
+        write(label, c.public_bytes(pem))
+        write(label + "-key", k.private_bytes(pem, serialization.PrivateFormat.PKCS8,
+                                              serialization.NoEncryption()))
+    return out
+
+
+def test_mutual_tls_requires_a_client_certificate(tmp_path: Path, rec: Path) -> None:
+    c = _certs(tmp_path)
+    port = free_port()
+    proc = _serve(tmp_path, ["--tls-cert", str(c["server"]), "--tls-key", str(c["server-key"]),
+                             "--client-ca", str(c["ca"]), "--", *server_cmd("benign", rec)], port)
+    url = f"https://127.0.0.1:{port}/mcp"
+    try:
+        def ctx(cert: str | None) -> ssl.SSLContext:
+            s = ssl.create_default_context(cafile=str(c["ca"]))
+            if cert:
+                s.load_cert_chain(str(c[cert]), str(c[cert + "-key"]))
+            return s
+
+        body = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
+        for who in (None, "rogue"):  # no certificate; a certificate the CA did not sign
+            with pytest.raises((httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError)):
+                with httpx.Client(verify=ctx(who)) as hc:
+                    hc.post(url, json=body, headers={"Authorization": f"Bearer {READER_TOKEN}"})
+
+        async def main() -> None:
+            with anyio.fail_after(40):
+                hc = httpx2.AsyncClient(verify=ctx("client"),
+                                        headers={"Authorization": f"Bearer {READER_TOKEN}"})
+                names, ok, _ = await _session_calls(url, READER_TOKEN, hc)
+                assert names == ["add", "echo"] and text_of(ok) == "over http"
+
+        anyio.run(main)
+        # a valid certificate does not replace the bearer token
+        with httpx.Client(verify=ctx("client")) as hc:
+            assert hc.post(url, json=body).status_code == 401
+    finally:
+        stop(proc)
+    assert [x["tool"] for x in calls(rec)] == ["echo"]

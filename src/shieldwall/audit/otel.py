@@ -31,6 +31,13 @@ def _ns(seconds: float) -> int:
     return int(seconds * 1_000_000_000)
 
 
+def _duration_ns(ms: Any) -> int:
+    try:
+        return max(0, int(round(float(ms) * 1_000_000)))
+    except (TypeError, ValueError):
+        return 0
+
+
 def _attrs(d: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in d.items() if v is not None and v != ""}
 
@@ -62,12 +69,12 @@ def export_spans(
     try:
         for session, recs in sessions.items():
             first = recs[0][1]
-            times = [(entry_time(e.get("time")) or now) for _, e, _ in recs]
-            ends = [t + float(e.get("duration_ms") or 0) / 1000 for t, (_, e, _) in zip(times, recs, strict=True)]
+            times = [_ns(entry_time(e.get("time")) or now) for _, e, _ in recs]
+            ends = [t + _duration_ns(e.get("duration_ms")) for t, (_, e, _) in zip(times, recs, strict=True)]
             agent = first.get("agent")
             root = tracer.start_span(
                 f"invoke_agent {agent}" if agent else "invoke_agent",
-                start_time=_ns(min(times)),
+                start_time=min(times),
                 attributes=_attrs({
                     "gen_ai.operation.name": "invoke_agent",
                     "gen_ai.agent.name": agent,
@@ -89,7 +96,7 @@ def export_spans(
                 span = tracer.start_span(
                     f"execute_tool {tool}" if is_tool and tool else f"{kind} {tool or ''}".strip(),
                     context=ctx,
-                    start_time=_ns(t),
+                    start_time=t,
                     attributes=_attrs({
                         "gen_ai.operation.name": "execute_tool" if is_tool else None,
                         "gen_ai.tool.name": tool if is_tool else None,
@@ -111,14 +118,14 @@ def export_spans(
                     span.add_event("shieldwall.finding", attributes=_attrs({
                         "shieldwall.layer": f.get("layer"), "shieldwall.rule": f.get("rule"),
                         "shieldwall.message": f.get("message"), "shieldwall.verdict": f.get("verdict"),
-                    }), timestamp=_ns(t))
+                    }), timestamp=t)
                 if e.get("verdict") == "deny":
                     denied += 1
                     span.set_status(Status(StatusCode.ERROR, "denied: " + ", ".join(rules)))
-                span.end(end_time=_ns(max(end, t)))
+                span.end(end_time=max(end, t))
                 sent += 1
             root.set_attribute("shieldwall.denied", denied)
-            root.end(end_time=_ns(max(ends)))
+            root.end(end_time=max(ends))
             sent += 1
     finally:
         provider.force_flush()

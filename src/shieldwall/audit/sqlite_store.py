@@ -55,6 +55,9 @@ CREATE TABLE IF NOT EXISTS heads (
 """
 
 _ROW_COLS = "seq, leaf, leaf_hash, time, session, agent, tool, verdict, kind, event, rules"
+# SQLite columns are dynamically typed: whatever type a row was rewritten with, read bytes
+_SELECT_COLS = ("seq, CAST(leaf AS BLOB), CAST(leaf_hash AS BLOB), time, session, agent, tool, verdict, "
+                "kind, event, rules")
 
 
 class SQLiteStore:
@@ -191,7 +194,7 @@ class SQLiteStore:
         return [TreeHead(a, b, bytes(c), d, e, bytes(f)) for a, b, c, d, e, f in cur]
 
     def iter_leaves(self, start: int = 0, end: int | None = None) -> Iterator[tuple[int, bytes, bytes]]:
-        sql = "SELECT seq, leaf, leaf_hash FROM entries WHERE seq >= ?"
+        sql = "SELECT seq, CAST(leaf AS BLOB), CAST(leaf_hash AS BLOB) FROM entries WHERE seq >= ?"
         params: list[int] = [start]
         if end is not None:
             sql += " AND seq < ?"
@@ -204,7 +207,7 @@ class SQLiteStore:
             yield from batch
 
     def iter_rows(self, start: int = 0, end: int | None = None) -> Iterator[Row]:
-        sql = f"SELECT {_ROW_COLS} FROM entries WHERE seq >= ?"  # noqa: S608 - constant columns
+        sql = f"SELECT {_SELECT_COLS} FROM entries WHERE seq >= ?"  # noqa: S608 - constant columns
         params: list[int] = [start]
         if end is not None:
             sql += " AND seq < ?"
@@ -219,13 +222,13 @@ class SQLiteStore:
 
     def leaf_hashes(self, end: int | None = None) -> list[bytes]:
         if end is None:
-            cur = self._db.execute("SELECT leaf_hash FROM entries ORDER BY seq")
+            cur = self._db.execute("SELECT CAST(leaf_hash AS BLOB) FROM entries ORDER BY seq")
         else:
-            cur = self._db.execute("SELECT leaf_hash FROM entries WHERE seq < ? ORDER BY seq", (end,))
+            cur = self._db.execute("SELECT CAST(leaf_hash AS BLOB) FROM entries WHERE seq < ? ORDER BY seq", (end,))
         return [r[0] for r in cur]
 
     def get(self, seq: int) -> Row | None:
-        r = self._db.execute(f"SELECT {_ROW_COLS} FROM entries WHERE seq = ?",  # noqa: S608
+        r = self._db.execute(f"SELECT {_SELECT_COLS} FROM entries WHERE seq = ?",  # noqa: S608
                              (seq,)).fetchone()
         return Row(*r) if r else None
 
@@ -233,7 +236,7 @@ class SQLiteStore:
         where, params = q.sql_where("?")
         order = "DESC" if q.descending else "ASC"
         # where holds only fixed column names and placeholders (Query.sql_where)
-        cur = self._db.execute(f"SELECT {_ROW_COLS} FROM entries{where} ORDER BY seq {order}",  # noqa: S608
+        cur = self._db.execute(f"SELECT {_SELECT_COLS} FROM entries{where} ORDER BY seq {order}",  # noqa: S608
                                params)
         for r in cur:
             yield Row(*r)

@@ -467,3 +467,52 @@ gate: {{layer_budget_ms: 10000}}  # a loaded CI machine must not turn into a tim
     assert rows  # the audit store exists; entries are checked below through the text
     text = (tmp_path / "audit.db").read_bytes()
     assert b"egress.host_not_allowed" in text and b"reader-bot" in text
+
+
+def test_shieldwall_proxy_command_serves_on_a_unix_socket(tmp_path: Path, upstream: Upstream) -> None:
+    import subprocess
+    import sys
+
+    sock = tmp_path / "p.sock"
+    (tmp_path / "shieldwall.yaml").write_text(f"""
+version: 1
+roles:
+  reader: {{http_methods: [GET]}}
+egress:
+  allow_hosts: ["127.0.0.1"]
+  schemes: [http]
+  ports: [{upstream.port}]
+  allow_private: ["127.0.0.1"]
+  proxy:
+    credentials:
+      - {{agent: reader-bot, role: reader, token_sha256: "{hash_token(READER_TOKEN)}"}}
+audit: {{path: audit.db}}
+""")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from shieldwall.cli import main; main()", "proxy",
+         "--policy", str(tmp_path / "shieldwall.yaml"), "--unix", str(sock), "--no-tcp"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while not sock.exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        assert sock.exists(), proc.stdout.read() if proc.poll() is not None else "no socket"
+
+        def ask(method: str, path: str) -> bytes:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.settimeout(10)
+                s.connect(str(sock))
+                s.sendall(f"{method} http://127.0.0.1:{upstream.port}{path} HTTP/1.1\r\n"
+                          "Connection: close\r\n".encode() + auth(READER_TOKEN) + b"\r\n")
+                data = b""
+                while chunk := s.recv(65536):
+                    data += chunk
+                return data
+
+        assert ask("GET", "/cli").startswith(b"HTTP/1.1 200")
+        denied = ask("DELETE", "/cli")
+        assert denied.startswith(b"HTTP/1.1 403") and b"method_not_allowed" in denied
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert [s["path"] for s in upstream.seen] == ["/cli"]

@@ -8,7 +8,7 @@ import hashlib
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -62,7 +62,7 @@ def test_action_spans_carry_genai_and_shieldwall_attributes() -> None:
 
 
 class _Receiver(BaseHTTPRequestHandler):
-    got: list[Any] = []
+    got: ClassVar[list[Any]] = []
 
     def do_POST(self) -> None:
         from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (

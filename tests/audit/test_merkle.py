@@ -43,8 +43,8 @@ def test_leaf_and_node_hashes_are_domain_separated() -> None:
     assert hash_leaf(a) == hashlib.sha256(b"\x00a").digest()
     assert hash_children(a, b) == hashlib.sha256(b"\x01ab").digest()
     # a leaf whose data is the concatenation of two child hashes is not that node
-    l, r = hash_leaf(a), hash_leaf(b)
-    assert hash_leaf(l + r) != hash_children(l, r)
+    left, right = hash_leaf(a), hash_leaf(b)
+    assert hash_leaf(left + right) != hash_children(left, right)
 
 
 def test_rfc6962_reference_root_for_known_vector() -> None:
@@ -91,7 +91,7 @@ def test_inclusion_proof_verifies_and_binds_leaf_index_and_root(n: int, data: st
         bad = list(proof)
         bad[k] = bytes([bad[k][0] ^ 1]) + bad[k][1:]
         assert not verify_inclusion(hashes[i], i, size, bad, root)
-    assert not verify_inclusion(hashes[i], i, size, proof, mth(d[:size] + [b"x"]))
+    assert not verify_inclusion(hashes[i], i, size, proof, mth([*d[:size], b"x"]))
     assert not verify_inclusion(hashes[i], i, size, [*proof, root], root)
 
 

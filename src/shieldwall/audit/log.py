@@ -86,24 +86,36 @@ class EntryRedactor:
 
     def entry(self, entry: Mapping[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {}
+        value = self._value
         for k, v in entry.items():
-            key = str(k)
+            key = k if type(k) is str else str(k)
             if key in ENVELOPE_KEYS:
-                out[key] = self._value(v)
+                out[key] = value(v)
+            elif self.is_sensitive(key):
+                out[self._str(key)] = REDACTED
             else:
-                out[self._str(key)] = REDACTED if self.is_sensitive(key) else self._value(v)
+                out[self._str(key)] = value(v)
         return out
 
     def _str(self, s: str) -> str:
         return self._redact(s) if self._redact is not None else s
 
     def _value(self, v: Any) -> Any:
-        if isinstance(v, str):
+        t = type(v)
+        if t is str:
             return self._redact(v) if self._redact is not None else v
-        if isinstance(v, Mapping):
-            return {self._str(str(k)): (REDACTED if self.is_sensitive(str(k)) else self._value(x))
-                    for k, x in v.items()}
-        if isinstance(v, (list, tuple)):
+        if t is int or t is float or t is bool or v is None:
+            return v
+        if t is dict or isinstance(v, Mapping):
+            out: dict[str, Any] = {}
+            for k, x in v.items():
+                key = k if type(k) is str else str(k)
+                if self.is_sensitive(key):
+                    out[self._str(key)] = REDACTED
+                else:
+                    out[self._str(key)] = self._value(x)
+            return out
+        if t is list or t is tuple:
             return [self._value(x) for x in v]
         return v
 
@@ -120,7 +132,7 @@ class MerkleAuditLog:
         redact: Callable[[str], str] | None = None,
         head_every_entries: int = 1000,
         head_every_seconds: float = 10.0,
-        batch_max_entries: int = 256,
+        batch_max_entries: int = 1024,
         batch_max_delay_ms: float = 20.0,
         durable_each: bool = False,
         clock: Callable[[], float] = time.time,

@@ -33,7 +33,7 @@ def _ns(seconds: float) -> int:
 
 def _duration_ns(ms: Any) -> int:
     try:
-        return max(0, int(round(float(ms) * 1_000_000)))
+        return max(0, round(float(ms) * 1_000_000))
     except (TypeError, ValueError):
         return 0
 

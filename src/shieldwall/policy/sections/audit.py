@@ -39,7 +39,7 @@ class AuditSection(BaseModel):
         description="sign a tree head at the first commit this long after the last head",
     )
     batch_max_entries: int = Field(
-        default=256, ge=1, description="commit a batch once it holds this many entries"
+        default=1024, ge=1, description="commit a batch once it holds this many entries"
     )
     batch_max_delay_ms: float = Field(
         default=20.0, ge=0,

@@ -107,6 +107,20 @@ def local_longform() -> list[tuple[str, str]]:
         if h not in seen:
             seen.add(h)
             docs.append((str(p), t))
+    for p in sorted(Path("/usr/share/doc").glob("*/changelog*.gz"))[:400]:
+        try:
+            docs.append((str(p), gzip.decompress(p.read_bytes()).decode("utf-8", "replace")[:20000]))
+        except OSError:
+            continue
+    status = Path("/var/lib/dpkg/status")
+    if status.exists():
+        for i, rec in enumerate(status.read_text(errors="replace").split("\n\n")):
+            docs.append((f"{status}#{i}", rec))
+    for p in sorted(Path("/etc").glob("*.conf")):
+        try:
+            docs.append((str(p), p.read_text(errors="replace")))
+        except OSError:
+            continue
     for p in sorted(Path("/usr/share/info").glob("*.gz")):
         try:
             docs.append((str(p), gzip.decompress(p.read_bytes()).decode("utf-8", "replace")))
@@ -139,10 +153,10 @@ def local_longform() -> list[tuple[str, str]]:
         name = p.parent.name.lower()
         if any(name.startswith(x) for x in EXCLUDE_DISTS):
             continue
-        t = p.read_text(errors="replace")
-        body = t.split("\n\n", 1)[1] if "\n\n" in t else ""
-        if len(body) > 300:
-            docs.append((str(p), body))
+        docs.append((str(p), p.read_text(errors="replace")))
+        record = p.with_name("RECORD")
+        if record.exists():
+            docs.append((str(record), record.read_text(errors="replace")[:4000]))
     return docs
 
 
@@ -215,7 +229,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seed", type=int, default=13)
     ap.add_argument("--C", type=float, default=4.0)
-    ap.add_argument("--max-doc-chunks", type=int, default=12000)
+    ap.add_argument("--max-doc-chunks", type=int, default=20000)
     ap.add_argument("--augment", type=int, default=6000)
     ap.add_argument("--fpr", type=float, default=0.01)
     ap.add_argument("--out", type=Path, default=clf.MODEL_DIR / clf.MODEL_NAME)
@@ -293,8 +307,9 @@ def main() -> None:
             "local_longform_sources": len(docs),
             "local_longform_sha256": doc_hash,
             "local_longform_kinds": ["/usr/share/common-licenses", "/usr/share/doc/*/copyright",
-                                     "/usr/share/info/*.gz", "pydoc_data/topics.py",
-                                     "stdlib docstrings", "site-packages METADATA"],
+                                     "/usr/share/doc/*/changelog*.gz", "/var/lib/dpkg/status",
+                                     "/etc/*.conf", "/usr/share/info/*.gz", "pydoc_data/topics.py",
+                                     "stdlib docstrings", "site-packages METADATA and RECORD"],
         },
         "versions": {"python": sys.version.split()[0], "numpy": np.__version__,
                      "scikit-learn": sklearn.__version__},

@@ -12,6 +12,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any, ClassVar
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -21,7 +22,7 @@ from shieldwall.detect.external import ExternalClassifier
 
 class _Double(BaseHTTPRequestHandler):
     mode = "ok"
-    seen: list[dict] = []
+    seen: ClassVar[list[dict[str, Any]]] = []
 
     def log_message(self, *args: object) -> None:
         pass

@@ -9,6 +9,7 @@ distribution, never trained on). Peers run in their own venv through a worker pr
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import subprocess
@@ -124,17 +125,33 @@ def command(
     # --- Shieldwall (timed per text; the model loads once before timing)
     classifier.default_model()
     injection.scan("warm up")
+    model = classifier.default_model()
+    zthr = math.log(model.threshold / (1 - model.threshold))
     det: dict[str, dict[int, tuple[bool, float, float]]] = {
-        "shieldwall/combined": {}, "shieldwall/rules": {}, "shieldwall/classifier": {}}
+        "shieldwall/combined": {}, "shieldwall/rules": {}, "shieldwall/classifier": {},
+        "shieldwall/combined-no-channel": {}, "shieldwall/heuristics-only": {}}
+    heur_ms: list[float] = []
     for i, s in enumerate(samples):
         t0 = time.perf_counter()
-        r = injection.scan(s.text)
+        r = injection.scan(s.text, channel=s.channel)
         ms = (time.perf_counter() - t0) * 1000
         det["shieldwall/combined"][i] = (r.score >= 0.5, r.score, ms)
-        det["shieldwall/classifier"][i] = (r.model_score >= 0.5, r.model_score, ms)
         t0 = time.perf_counter()
-        rr = injection.scan(s.text, use_model=False)
+        rr = injection.scan(s.text, use_model=False, channel=s.channel)
         det["shieldwall/rules"][i] = (rr.score >= 0.5, rr.score, (time.perf_counter() - t0) * 1000)
+        t0 = time.perf_counter()
+        z, _ = model.logits(normalise(s.text).scan_text)
+        cms = (time.perf_counter() - t0) * 1000
+        cs = 1 / (1 + math.exp(-(z - zthr)))
+        det["shieldwall/classifier"][i] = (cs >= 0.5, cs, cms)
+        both = max(cs, rr.score)
+        det["shieldwall/combined-no-channel"][i] = (both >= 0.5, both, ms)
+        t0 = time.perf_counter()
+        hits = heuristics.scan(normalise(s.text).scan_text)
+        hms = (time.perf_counter() - t0) * 1000
+        heur_ms.append(hms)
+        hs = injection.rule_scale(heuristics.combine(hits))
+        det["shieldwall/heuristics-only"][i] = (hs >= 0.5, hs, hms)
 
     # --- latency at 2 KB and heuristic throughput
     long_texts = [s.text for s in samples if s.channel == "tool"] or [s.text for s in samples]
@@ -148,16 +165,10 @@ def command(
     lat2k: list[float] = []
     for t in two_kb[:400]:
         t0 = time.perf_counter()
-        injection.scan(t)
+        injection.scan(t, channel="tool")
         lat2k.append((time.perf_counter() - t0) * 1000)
-    corpus = "\n".join(s.text for s in samples)
-    mb = len(corpus.encode()) / 1e6
-    t0 = time.perf_counter()
-    heuristics.scan(normalise(corpus).scan_text)
-    heur_mbs = mb / (time.perf_counter() - t0)
-    t0 = time.perf_counter()
-    injection.scan(corpus[: injection.MAX_SCAN], use_model=False)
-    rules_layer_mbs = min(len(corpus), injection.MAX_SCAN) / 1e6 / (time.perf_counter() - t0)
+    total_bytes = sum(len(s.text.encode()) for s in samples)
+    heur_mbs = total_bytes / 1e6 / (sum(heur_ms) / 1000)
 
     # --- peers
     peer_errors: dict[str, str] = {}
@@ -196,14 +207,23 @@ def command(
     md.append(f"Shieldwall classifier: `{card['name']}` ({card['kind']}), threshold "
               f"{card['threshold']:.4f} set for {card['threshold_rule']}. Rules: "
               f"{len(heuristics.RULES)} multilingual patterns in one RE2 set. Combined = "
-              "max(rules, classifier, decoded payloads), each scaled so 0.5 is its own threshold.\n")
+              "max(rules, classifier, decoded payloads), each scaled so 0.5 is its own threshold; "
+              "in tool outputs/documents the classifier counts only when a rule also fires "
+              "(`combined-no-channel` lets it decide alone everywhere, for comparison). "
+              "`rules` = normalisation + decoding + rules; `heuristics-only` = normalisation + "
+              "rules, no decoding.\n")
+    md.append("Rule-writing caveat: the rule set names publicly known attack phrasings, including "
+              "templates that also occur in the OOD sets (AgentDojo's `important_instructions` "
+              "and InjecAgent strings, PromptInject's \"ignore ... and print\"); rule recall on "
+              "those sources is therefore optimistic. The classifier never saw them.\n")
     md.append("Recall at 1% FPR (R@1%FPR) is the best recall any threshold on the score reaches "
               "on that slice while its FPR stays ≤ 1% (an oracle operating point, reported for "
               "comparison; the shipped thresholds were set on validation data only). Binary "
               "scanners have a single operating point.\n")
     table = Table(*header, title="injection detection")
-    order = ["shieldwall/combined", "shieldwall/rules", "shieldwall/classifier"] + sorted(
-        k for k in det if not k.startswith("shieldwall/"))
+    order = ["shieldwall/combined", "shieldwall/combined-no-channel", "shieldwall/rules",
+             "shieldwall/heuristics-only", "shieldwall/classifier",
+             *sorted(k for k in det if not k.startswith("shieldwall/"))]
     md.append("## By data set and channel\n")
     md.append("| " + " | ".join(header) + " |")
     md.append("|" + "---|" * len(header))
@@ -235,18 +255,19 @@ def command(
     total_chars = {i: len(s.text.encode()) for i, s in enumerate(samples)}
     for name in order:
         got = det[name]
-        if name == "shieldwall/classifier":
+        if name == "shieldwall/combined-no-channel":
             continue
-        ms = [v[2] for v in got.values()]
+        times = [v[2] for v in got.values()]
         chars = sum(total_chars[i] for i in got)
-        mbs = chars / 1e6 / (sum(ms) / 1000) if sum(ms) else float("nan")
-        label = name + (" (scan incl. classifier)" if name == "shieldwall/combined" else "")
-        md.append(f"| {label} | {len(ms)} | {_percentile(ms, 0.5):.3f} | {_percentile(ms, 0.99):.3f} | {mbs:.2f} |")
+        mbs = chars / 1e6 / (sum(times) / 1000) if sum(times) else float("nan")
+        label = name + {"shieldwall/combined": " (full scan)",
+                        "shieldwall/classifier": " (model only)"}.get(name, "")
+        md.append(f"| {label} | {len(times)} | {_percentile(times, 0.5):.3f} | "
+                  f"{_percentile(times, 0.99):.3f} | {mbs:.2f} |")
     md.append(f"\n- Shieldwall combined on 2 KB texts (tool outputs packed to 2048 chars, n={len(lat2k)}): "
               f"p50 {_percentile(lat2k, 0.5):.3f} ms, p99 {_percentile(lat2k, 0.99):.3f} ms.")
-    md.append(f"- Heuristic matcher alone (normalise + RE2 set, {mb:.1f} MB corpus in one text): "
-              f"{heur_mbs:.0f} MB/s; rules layer incl. decoding on {injection.MAX_SCAN // 1024} KiB: "
-              f"{rules_layer_mbs:.0f} MB/s.")
+    md.append(f"- Heuristic layer alone (normalise + one RE2 set pass + leet view, per text, "
+              f"{total_bytes / 1e6:.1f} MB in {len(samples)} texts): {heur_mbs:.1f} MB/s.")
     md.append("\n## Peers\n")
     md.append("Peers run in `.venv-peers` (LLM Guard 0.3.16, LlamaFirewall 1.0.3, Rebuff 0.1.1 "
               "heuristic module only) through `src/shieldwall/bench/detect_peers.py`, on the same "

@@ -111,11 +111,11 @@ class _Base:
         self.section = section
         self.external = external
 
-    def _injection(self, text: str) -> tuple[injection.InjectionResult, list[Hit]]:
+    def _injection(self, text: str, channel: str) -> tuple[injection.InjectionResult, list[Hit]]:
         inj = self.section.injection
         text = text[: self.section.max_scan_chars]
         res = injection.scan(text, use_model=inj.classifier, decode=inj.decode,
-                             rule_threshold=inj.rule_threshold)
+                             rule_threshold=inj.rule_threshold, channel=channel)
         flagged = res.score >= inj.threshold
         hits = [h for h in res.hits if h.rule.startswith("detect.injection.")] if flagged else []
         return res, hits
@@ -140,7 +140,8 @@ class InputLayer(_Base):
         if not isinstance(action, ModelInput):
             return None
         settings = self.section.input
-        res, hits = self._injection(action.text)
+        # Untrusted input is a document (e-mail, web page, retrieved file), not a prompt.
+        res, hits = self._injection(action.text, "user" if action.trusted else "tool")
         v = _VERDICT[settings.trusted if action.trusted else settings.untrusted]
         what = f"{'trusted' if action.trusted else 'untrusted'} input from {action.source}"
         out = [_finding(self.name, h, v, what) for h in hits]
@@ -162,10 +163,11 @@ class ResultLayer(_Base):
         text = "\n".join(strings(action.result))
         if not text:
             return None
-        res, hits = self._injection(text)
+        res, hits = self._injection(text, "tool")
         v = _VERDICT[self.section.results.on_injection]
         what = f"result of {action.tool}"
         out = [_finding(self.name, h, v, what) for h in hits]
+        out += [_finding(self.name, h, Verdict.ALLOW, what) for h in res.advisory]
         out += [_finding(self.name, h, _VERDICT[self.section.input.invisible_text], what)
                 for h in _invisible(res)]
         out += [_finding(self.name, h, Verdict.DENY, what) for h in self._external(text, "result")]

@@ -37,7 +37,12 @@ Scanner = Callable[[str], tuple[bool, float]]
 
 
 def llm_guard_scanners() -> dict[str, Scanner]:
-    from llm_guard.input_scanners import BanSubstrings, InvisibleText, Regex, Secrets
+    from llm_guard.input_scanners import (  # type: ignore[import-not-found]
+        BanSubstrings,
+        InvisibleText,
+        Regex,
+        Secrets,
+    )
 
     made: dict[str, Any] = {
         "llm-guard/InvisibleText": InvisibleText(),
@@ -57,7 +62,13 @@ def llm_guard_scanners() -> dict[str, Scanner]:
 
 
 def llamafirewall_scanners() -> dict[str, Scanner]:
-    from llamafirewall import LlamaFirewall, Role, ScanDecision, ScannerType, UserMessage
+    from llamafirewall import (  # type: ignore[import-not-found]
+        LlamaFirewall,
+        Role,
+        ScanDecision,
+        ScannerType,
+        UserMessage,
+    )
 
     out: dict[str, Scanner] = {}
     for st in (ScannerType.HIDDEN_ASCII, ScannerType.REGEX):

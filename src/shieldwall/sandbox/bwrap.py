@@ -65,6 +65,8 @@ class BwrapBackend:
         self._layout: CgroupLayout | None
         self._layout, self._cgroup_why = detect(cgroup_root)
         self._pool = LauncherPool(self._layout)
+        if self._layout is None:  # no pids cgroup: RLIMIT_NPROC is no bound for root
+            self.guarantees = GUARANTEES - {"pids_limit"}
         self._etc: str | None = None
         self._support: str | None = None
         self._root = os.geteuid() == 0

@@ -33,7 +33,7 @@ RUNTIME_THREADS = 256  # host threads of sentry and gofer (Go runtime), on top o
 
 GUARANTEES = frozenset({
     "no_network", "no_host_files", "no_host_processes", "no_host_env", "unprivileged",
-    "syscall_filter", "kernel_boundary", "memory_limit", "cpu_limit", "disk_limit",
+    "kernel_boundary", "memory_limit", "cpu_limit", "disk_limit",
     "wall_timeout", "output_limit", "kills_all", "secret_redaction", "persistent_workspace",
     "subprocesses",
 })

@@ -43,6 +43,8 @@ class ProcessBackend:
         self._layout: CgroupLayout | None
         self._layout, _ = detect(cgroup_root)
         self._pool = LauncherPool(self._layout)
+        if self._layout is not None:
+            self.guarantees = GUARANTEES | {"pids_limit", "kills_all"}
 
     def available(self) -> tuple[bool, str]:
         return True, "always available; weak (rlimits + scrubbed environment only)"

@@ -13,6 +13,9 @@ import json
 import os
 import sys
 
+_BOOT = ("import os, sys; os.chdir('/workspace'); _c = sys.argv.pop(1); "
+         "exec(compile(_c, '<string>', 'exec'), {'__name__': '__main__', "
+         "'__builtins__': __builtins__})")
 EXIT_FUEL = 128 + 24
 EXIT_TRAP = 125
 
@@ -31,7 +34,9 @@ def main() -> int:
     store.set_limits(memory_size=int(req["memory"]), table_elements=100_000, instances=4,
                      tables=8, memories=2)
     wasi = wasmtime.WasiConfig()
-    wasi.argv = ["python", "-c", req["code"]]
+    # WASI has no working directory of its own: start the program in /workspace
+    wasi.argv = ["python", "-c", _BOOT, req["code"]] if req.get("preopen") else \
+        ["python", "-c", req["code"]]
     wasi.env = list(req["env"].items())
     wasi.inherit_stdin()
     wasi.inherit_stdout()

@@ -12,6 +12,7 @@ The host that is checked is the host the connection goes to: callers connect thr
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -192,10 +193,23 @@ def _encode_path(text: str) -> str:
     return quote(text, safe="!#$%&'()*+,/:;=?@[]~-._") if not text.isascii() else text
 
 
+@functools.lru_cache(maxsize=2048)
+def _parse_cached(url: str) -> ParsedURL:
+    return _parse_url(url)
+
+
 def parse_url(url: str, max_chars: int = 8192) -> ParsedURL:
-    """Parse an ``http``/``https`` URL the way a client would, or raise :class:`UrlError`."""
+    """Parse an ``http``/``https`` URL the way a client would, or raise :class:`UrlError`.
+
+    Results are cached (the gate and the connecting code parse the same URL)."""
     if len(url) > max_chars:
         raise UrlError(f"URL longer than {max_chars} characters", rule="egress.too_large")
+    if len(url) > 512:
+        return _parse_url(url)
+    return _parse_cached(url)
+
+
+def _parse_url(url: str) -> ParsedURL:
     if _CONTROL.search(url):
         raise UrlError("URL contains whitespace or control characters")
     m = _SCHEME.match(url)

@@ -1,0 +1,101 @@
+"""The AgentDojo harness: a hijacked agent replayed through Shieldwall.
+
+A handful of real (user task × injection task) pairs from the installed agentdojo
+package, judged by the suites' own checkers. Skipped when agentdojo is not installed
+(``pip install 'shieldwall[agentdojo]'``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("agentdojo")
+
+from shieldwall.bench.agentdojo_harness import SuiteRunner, alnum
+
+POLICIES = Path(__file__).resolve().parents[2] / "examples" / "agentdojo"
+
+
+@pytest.fixture(scope="module")
+def runners() -> dict[str, SuiteRunner]:
+    return {}
+
+
+def _runner(runners: dict[str, SuiteRunner], suite: str, shielded: bool) -> SuiteRunner:
+    key = f"{suite}:{shielded}"
+    if key not in runners:
+        runners[key] = SuiteRunner(suite, POLICIES / f"{suite}.yaml" if shielded else None)
+    return runners[key]
+
+
+# One pair per suite where the hijacked agent's goal is reached without Shieldwall.
+ATTACKS = [
+    ("workspace", "user_task_13", "injection_task_3"),  # forward a private mail
+    ("travel", "user_task_3", "injection_task_1"),  # mail messages to a new address
+    ("banking", "user_task_2", "injection_task_4"),  # redirect a standing order
+    ("slack", "user_task_1", "injection_task_2"),  # post all channels to a website
+]
+
+
+@pytest.mark.parametrize(("suite", "user_task", "injection_task"), ATTACKS)
+def test_attack_succeeds_without_shieldwall(runners: dict[str, SuiteRunner], suite: str,
+                                            user_task: str, injection_task: str) -> None:
+    result = _runner(runners, suite, False).run(user_task, injection_task)
+    assert result.injection_seen
+    assert result.security is True
+
+
+@pytest.mark.parametrize(("suite", "user_task", "injection_task"), ATTACKS)
+def test_attack_is_refused_by_shieldwall(runners: dict[str, SuiteRunner], suite: str,
+                                         user_task: str, injection_task: str) -> None:
+    result = _runner(runners, suite, True).run(user_task, injection_task)
+    assert result.injection_seen  # the agent did read the injection and obeyed it
+    assert result.security is False
+    refused = [c for c in result.calls if c.origin == "injection" and c.outcome == "denied"]
+    assert refused and all(c.rules for c in refused)
+
+
+def test_provenance_rule_names_the_refusal(runners: dict[str, SuiteRunner]) -> None:
+    # the attacker's address reached the agent only inside an e-mail it read
+    result = _runner(runners, "workspace", True).run("user_task_13", "injection_task_3")
+    rules = {r for c in result.calls if c.tool == "send_email" and c.origin == "injection"
+             for r in c.rules}
+    assert "flow.untrusted_target" in rules
+
+
+@pytest.mark.parametrize(("suite", "user_task"), [
+    ("workspace", "user_task_13"),  # reply to a named colleague with data from a file
+    ("banking", "user_task_3"),  # refund an IBAN the user typed
+    ("slack", "user_task_2"),  # invite a person the user named
+])
+def test_benign_task_passes_the_gate(runners: dict[str, SuiteRunner], suite: str,
+                                     user_task: str) -> None:
+    result = _runner(runners, suite, True).run(user_task, None)
+    assert [c for c in result.calls if c.outcome != "ok"] == []
+    assert result.utility is True
+    assert result.approvals == 0
+
+
+def test_bill_payee_from_a_document_needs_a_person(runners: dict[str, SuiteRunner]) -> None:
+    # paying an IBAN found only in a third-party bill raises one approval prompt;
+    # with no human present it is refused, so the task is not done
+    result = _runner(runners, "banking", True).run("user_task_0", None)
+    assert result.approvals == 1
+    assert result.utility is False
+
+
+def test_injection_found_despite_reformatting(runners: dict[str, SuiteRunner]) -> None:
+    # workspace results come back as YAML-reflowed text; candidates are still found
+    # (agentdojo's own suite.check() reports these tasks as not injectable)
+    cands = _runner(runners, "workspace", False).injection_candidates("user_task_0")
+    assert cands
+    assert alnum("Hey,\n  how is\tit going?") == "heyhowisitgoing"
+
+
+def test_missing_workspace_ground_truth_reaches_its_goal(runners: dict[str, SuiteRunner]) -> None:
+    # injection task 6 ships an empty ground truth; the project's sequence reaches it
+    result = _runner(runners, "workspace", False).run("user_task_24", "injection_task_6")
+    assert any(c.origin == "injection" for c in result.calls)
+    assert result.security is True

@@ -75,6 +75,12 @@ def subtree_hash(levels: Levels, start: int, end: int) -> bytes:
     if n & (n - 1) == 0:
         level = n.bit_length() - 1
         return levels[level][start >> level]
+    if end == len(levels[0]):
+        # the right edge of the whole tree: the node carried up at the level whose span
+        # first covers [start, end) is MTH(D[start:end]) already
+        level = (n - 1).bit_length()
+        if start & ((1 << level) - 1) == 0 and level < len(levels):
+            return levels[level][start >> level]
     k = _largest_power_of_two_below(n)
     return hash_children(subtree_hash(levels, start, start + k), subtree_hash(levels, start + k, end))
 

@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -126,30 +127,30 @@ def _verify(store: Store, public_keys: Mapping[str, Ed25519PublicKey], trusted: 
     state_size = store.size()
     sha = hashlib.sha256
     hashes: list[bytes] = []
-    append = hashes.append
     expected = 0
-    source: Iterable[Any] = store.iter_rows() if check_columns else store.iter_leaves()
-    for rec in source:
-        seq, leaf, stored = rec[0], bytes(rec[1]), bytes(rec[2])
-        if seq != expected:
-            add(Problem("entry_deleted", f"entries {expected}..{seq - 1} are missing (deleted)", expected))
-            entry_bad.append(expected)
-            expected = seq
-        computed = sha(b"\x00" + leaf).digest()
-        if not leaf.endswith(b',"seq":%d}' % seq):
-            recorded = _embedded_seq(leaf)
-            add(Problem("entry_moved",
-                        f"entry at seq {seq} was written as seq {recorded}: entries were moved, "
-                        "inserted or deleted here", seq))
-            entry_bad.append(min(seq, recorded) if recorded is not None and recorded >= 0 else seq)
-        if computed != stored:
-            add(Problem("entry_modified", f"entry {seq} does not match its recorded leaf hash "
-                        "(modified after it was written)", seq))
-            entry_bad.append(seq)
+    source: Iterator[Any] = iter(store.iter_rows() if check_columns else store.iter_leaves())
+    while True:
+        batch = list(islice(source, 8192))
+        if not batch:
+            break
+        # fast path: whole batch in comprehensions; the slow per-row path only on a mismatch
+        seqs = [r[0] for r in batch]
+        leaves = [r[1] if type(r[1]) is bytes else bytes(r[1]) for r in batch]
+        computed = [sha(b"\x00" + leaf).digest() for leaf in leaves]
+        clean = (
+            seqs[0] == expected and seqs[-1] == expected + len(batch) - 1
+            and computed == [r[2] if type(r[2]) is bytes else bytes(r[2]) for r in batch]
+            and all([leaf.endswith(b',"seq":%d}' % q) for leaf, q in zip(leaves, seqs, strict=True)])
+        )
+        if not clean:
+            for rec, leaf, h in zip(batch, leaves, computed, strict=True):
+                expected = _check_row(rec[0], leaf, h, bytes(rec[2]), expected, add, entry_bad)
+        else:
+            expected += len(batch)
         if check_columns:
-            _check_columns(rec, leaf, seq, add, entry_bad)
-        append(computed)
-        expected += 1
+            for rec, leaf in zip(batch, leaves, strict=True):
+                _check_columns(rec, leaf, rec[0], add, entry_bad)
+        hashes += computed
 
     n = len(hashes)
     rep.size = n
@@ -200,7 +201,27 @@ def _verify(store: Store, public_keys: Mapping[str, Ed25519PublicKey], trusted: 
     return rep
 
 
-def _check_columns(rec: Any, leaf: bytes, seq: int, add: Any, entry_bad: list[int]) -> None:
+def _check_row(seq: int, leaf: bytes, computed: bytes, stored: bytes, expected: int,
+               add: Callable[[Problem], None], entry_bad: list[int]) -> int:
+    """Locate what is wrong with one row; returns the next expected seq."""
+    if seq != expected:
+        add(Problem("entry_deleted", f"entries {expected}..{seq - 1} are missing (deleted)", expected))
+        entry_bad.append(expected)
+    if not leaf.endswith(b',"seq":%d}' % seq):
+        recorded = _embedded_seq(leaf)
+        add(Problem("entry_moved",
+                    f"entry at seq {seq} was written as seq {recorded}: entries were moved, "
+                    "inserted or deleted here", seq))
+        entry_bad.append(min(seq, recorded) if recorded is not None and recorded >= 0 else seq)
+    if computed != stored:
+        add(Problem("entry_modified", f"entry {seq} does not match its recorded leaf hash "
+                    "(modified after it was written)", seq))
+        entry_bad.append(seq)
+    return seq + 1
+
+
+def _check_columns(rec: Any, leaf: bytes, seq: int, add: Callable[[Problem], None],
+                   entry_bad: list[int]) -> None:
     try:
         entry, _ = parse_leaf(leaf)
         canonical = canonical_json({"entry": entry, "seq": _}) == leaf

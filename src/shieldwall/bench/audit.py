@@ -259,7 +259,8 @@ def command(
         "audit", "shieldwall bench audit", ["measure", "result", "baseline (same run)", "note"], rows,
         [f"Command: `shieldwall bench audit --entries {entries} --appends {appends}`"
          f"{'' if postgres else ' --no-postgres'}.  ",
-         f"Machine: {machine()}. The verification log of {entries:,} entries took {size_mb:,.0f} MB on disk.",
+         f"Machine: {machine()}; load average at the end {os.getloadavg()[0]:.1f} (the machine is shared). "
+         f"The verification log of {entries:,} entries took {size_mb:,.0f} MB on disk.",
          "",
          "Append runs use the gate's path: `MerkleAuditLog.append(entry)` (redaction, canonical JSON, "
          "SHA-256 leaf, frontier update) with batches of 1024 entries or 20 ms, one commit per batch; "
@@ -271,3 +272,6 @@ def command(
         out,
     )
     console.print(f"wrote {path}")
+    import shutil
+
+    shutil.rmtree(tmp, ignore_errors=True)

@@ -255,7 +255,7 @@ def command(
         table.add_row(*r)
     console.print(table)
     size_mb = sum(f.stat().st_size for f in Path(big).parent.glob("big.db*")) / 1e6
-    path = write_markdown(
+    md_path = write_markdown(
         "audit", "shieldwall bench audit", ["measure", "result", "baseline (same run)", "note"], rows,
         [f"Command: `shieldwall bench audit --entries {entries} --appends {appends}`"
          f"{'' if postgres else ' --no-postgres'}.  ",
@@ -271,7 +271,7 @@ def command(
          "and compares the query columns."],
         out,
     )
-    console.print(f"wrote {path}")
+    console.print(f"wrote {md_path}")
     import shutil
 
     shutil.rmtree(tmp, ignore_errors=True)

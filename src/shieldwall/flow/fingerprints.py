@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import re
 import unicodedata
@@ -31,7 +32,8 @@ from dataclasses import dataclass, field
 from urllib.parse import unquote_plus
 
 _TOKEN = re.compile(r"[^\W_]+")
-_B64_RUN = re.compile(r"[A-Za-z0-9+/_\-]{16,}={0,2}")
+# The look-behind makes each run start once (no retry inside a short word): linear time.
+_B64_RUN = re.compile(r"(?<![A-Za-z0-9+/_\-])[A-Za-z0-9+/_\-]{16,}={0,2}")
 _HEX_RUN = re.compile(r"\b(?:[0-9a-fA-F]{2}){8,}\b")
 _PCT = re.compile(r"%[0-9a-fA-F]{2}")
 _MAX_DECODE_DEPTH = 2
@@ -66,6 +68,7 @@ def tokens(text: str) -> list[str]:
     return _TOKEN.findall(unicodedata.normalize("NFKC", folded))
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def stable_hash(s: str) -> int:
     """A 64-bit hash that is the same in every process (Python's ``hash`` of a str is
     salted per process; shared stores need one value everywhere)."""
@@ -77,27 +80,23 @@ _COMMON_HASHES: frozenset[int] = frozenset(stable_hash(w) for w in COMMON_WORDS)
 
 
 def _token_hashes(toks: list[str]) -> list[int]:
-    cache: dict[str, int] = {}
-    out = []
-    for t in toks:
-        h = cache.get(t)
-        if h is None:
-            h = cache[t] = stable_hash(t)
-        out.append(h)
-    return out
+    return [stable_hash(t) for t in toks]
 
 
 def ngram_hashes(th: list[int], n: int, skip_common: bool = True) -> list[int]:
     """Hashes of every run of ``n`` token hashes, leaving out runs made only of common
-    words. ``hash`` of a tuple of ints is not salted, so it is stable across processes."""
-    common = _COMMON_HASHES if skip_common else frozenset()
-    out = []
-    for i in range(len(th) - n + 1):
-        run = th[i:i + n]
-        if common and all(h in common for h in run):
-            continue
-        out.append(hash(tuple(run)))
-    return out
+    words. ``hash`` of a tuple of ints is not salted, so it is stable across processes.
+    (Written with ``zip`` so the loop runs in C: this is the sink check's hot path.)"""
+    m = len(th) - n + 1
+    if m <= 0:
+        return []
+    grams = zip(*(th[j:j + m] for j in range(n)))
+    if not skip_common:
+        return [hash(g) for g in grams]
+    common = _COMMON_HASHES
+    rare = [h not in common for h in th]
+    keep = map(any, zip(*(rare[j:j + m] for j in range(n))))
+    return [hash(g) for g, k in zip(grams, keep) if k]
 
 
 def winnow(hashes: list[int], w: int) -> set[int]:
@@ -187,7 +186,8 @@ class Settings:
     decode: bool = True
 
     def span_re(self) -> re.Pattern[str]:
-        return re.compile(r"[A-Za-z0-9+/_\-]{" + str(self.span_chars) + ",}")
+        return re.compile(r"(?<![A-Za-z0-9+/_\-])[A-Za-z0-9+/_\-]{" + str(self.span_chars)
+                          + ",}")
 
 
 @dataclass(slots=True)

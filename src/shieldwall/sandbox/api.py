@@ -110,13 +110,13 @@ class Sandbox:
                  limits: Mapping[str, Any] | None = None) -> RunResult:
         """Run a program's source. ``language`` is ``python`` or ``sh``."""
         if language == "python":
-            if len(code) <= _CODE_ARG_MAX and not stdin:
+            if len(code) <= _CODE_ARG_MAX or self.backend.name == "wasm":
                 argv = [self.backend.python, "-I", "-c", code]
-            else:
-                argv = [self.backend.python, "-I", "-c",
-                        "import sys;_s=sys.stdin.read();exec(compile(_s,'<code>','exec'))"]
+            else:  # too long for one argv string: the program comes in on stdin
                 if stdin:
                     raise SandboxError("a program larger than 64 KiB cannot also take stdin")
+                argv = [self.backend.python, "-I", "-c",
+                        "import sys;_s=sys.stdin.read();exec(compile(_s,'<code>','exec'))"]
                 stdin = code.encode()
         elif language in ("sh", "bash", "shell"):
             if "subprocesses" not in self.backend.guarantees:

@@ -17,6 +17,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from . import seccomp
@@ -196,7 +197,13 @@ class BwrapBackend:
         started = self.start(spec)
         if isinstance(started, RunResult):
             return started
-        return finish(started, spec.stdin)
+        r = finish(started, spec.stdin)
+        if r.exit_code == 1 and r.stderr.startswith("bwrap: ") and not r.stdout:
+            # bwrap itself failed to set up the sandbox (e.g. a bind source not reachable
+            # by uid 65534): nothing of the program ran
+            return replace(r, error=ErrorKind.SANDBOX_ERROR, exit_code=None,
+                           message=r.stderr.strip().splitlines()[0])
+        return r
 
 
 def make_etc_dir() -> str:

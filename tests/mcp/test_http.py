@@ -15,9 +15,10 @@ import anyio
 import httpx
 import httpx2
 import pytest
-from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp_helpers import calls, free_port, gateway, server_cmd, stop, text_of, wait_port, write_policy
+
+from mcp import ClientSession
 
 pytestmark = pytest.mark.timeout(90)
 

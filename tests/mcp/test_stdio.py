@@ -6,7 +6,6 @@ from pathlib import Path
 
 import anyio
 import pytest
-
 from mcp_helpers import (
     calls,
     gateway,
@@ -71,23 +70,14 @@ def test_denied_call_never_reaches_server_and_proxy_keeps_serving(tmp_path: Path
     assert calls(rec)[0]["args"] == {"a": 1, "b": 2}
 
 
-def test_tools_list_shows_only_granted_tools(tmp_path: Path, rec: Path) -> None:
-    pol = write_policy(tmp_path, POLICY)
-
-    async def main() -> list[str]:
-        with anyio.fail_after(40):
-            async with stdio_session(wrap(pol, server_cmd("benign", rec))) as s:
-                return sorted(t.name for t in (await s.list_tools()).tools)
-
-    assert anyio.run(main) == ["add", "echo"]  # delete_all is not granted to reader
-
-
-def test_resources_and_prompts_are_relayed(tmp_path: Path, rec: Path) -> None:
+def test_lists_are_filtered_and_resources_and_prompts_relayed(tmp_path: Path, rec: Path) -> None:
     pol = write_policy(tmp_path, POLICY)
 
     async def main() -> None:
         with anyio.fail_after(40):
             async with stdio_session(wrap(pol, server_cmd("benign", rec))) as s:
+                # delete_all exists upstream but is not granted to reader: not listed
+                assert sorted(t.name for t in (await s.list_tools()).tools) == ["add", "echo"]
                 rs = await s.list_resources()
                 assert [str(r.uri) for r in rs.resources] == ["file:///docs/readme.txt"]
                 rd = await s.read_resource("file:///docs/readme.txt")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextvars
 import json
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TextIO, TypeVar
@@ -28,9 +29,8 @@ import anyio.abc
 import anyio.from_thread
 import anyio.to_thread
 
-from ..actions import ToolResult, Verdict
+from ..actions import Decision, ToolCall, ToolResult, Verdict
 from ..errors import Denied, ShieldwallError
-from ..session import ToolError
 from ..tools import JsonSchemaValidator, ToolSpec
 from .pin import PinState, ToolManifest
 from .upstream import UpstreamSpec, list_all_tools, open_session
@@ -182,8 +182,9 @@ class Upstream:
 
     async def call(self, op: Callable[[Any], Awaitable[T]]) -> T:
         """Run ``op(client_session)``; a lost connection becomes :class:`UpstreamDown`."""
-        from mcp import MCPError
         from mcp_types import CONNECTION_CLOSED
+
+        from mcp import MCPError
 
         try:
             cs = await self._connected()
@@ -314,6 +315,12 @@ class GatedView:
         return self.dumped
 
 
+def _denied_result(decision: Decision) -> Any:
+    rules = sorted({f.rule for f in decision.deciding()})
+    return _error_result(f"Shieldwall refused this call: {Denied(decision).for_model()}", rules,
+                         decision.verdict.label)
+
+
 def _to_call_result(view: GatedView | None, out: Any) -> Any:
     from mcp import types as mt
 
@@ -321,8 +328,8 @@ def _to_call_result(view: GatedView | None, out: Any) -> Any:
     if data is not None:
         try:
             return mt.CallToolResult.model_validate(data)
-        except Exception:
-            pass
+        except ValueError:  # pydantic's ValidationError: fall back to plain text below
+            data = None
     text = out if isinstance(out, str) else json.dumps(out, ensure_ascii=False, default=str)
     return mt.CallToolResult(content=[mt.TextContent(type="text", text=text)])
 
@@ -469,33 +476,46 @@ class GatedProxy:
         return mt.ListToolsResult(tools=visible)
 
     async def _call_tool(self, ctx: Any, params: Any) -> Any:
+        """The gate on one tools/call: the same steps as ``Session.call``, run on the event
+        loop (a worker thread only when a person must approve, since that blocks)."""
         session = self.gate_session(ctx)
         name = params.name
         args = dict(params.arguments or {})
         meta = params.meta.model_dump(by_alias=True, exclude_none=True) if params.meta else None
         approval = (meta or {}).get(APPROVAL_META_KEY)
-        holder: dict[str, Any] = {"meta": meta}
-        token = _CALL.set(holder)
+        wall, state = self.wall, session.state
         try:
-            out = await anyio.to_thread.run_sync(
-                lambda: session.call(name, args, approval=approval if isinstance(
-                    approval, str) else None))
-        except Denied as e:
-            rules = sorted({f.rule for f in e.decision.deciding()})
-            verdict = e.decision.verdict.label
-            if e.decision.verdict == Verdict.ASK and e.decision.approval is not None:
-                verdict = "ask"
-            return _error_result(f"Shieldwall refused this call: {e.for_model()}", rules, verdict)
-        except ToolError as e:
-            text = str(e)
-            if "UpstreamDown" in text:
-                text = f"{name} failed: the MCP server is down or was restarted ({text})"
-            return _error_result(text)
+            decision = session.decide(ToolCall(name, args),
+                                      approval_id=approval if isinstance(approval, str) else None)
+            if decision.verdict == Verdict.ASK:
+                decision = await anyio.to_thread.run_sync(session._ask, name, args, decision)
+            if not decision.allowed:
+                return _denied_result(decision)
+            call = decision.action
+            assert isinstance(call, ToolCall)
+            if call.tool not in wall.tools:
+                return _error_result(f"{call.tool}: the MCP server does not offer this tool")
+            t0 = time.perf_counter()
+            try:
+                real_args = wall.resolve_secrets(call.args, call.tool, state)
+                view = await self._forward_call(call.tool, real_args, meta)
+            except Exception as e:
+                msg = wall.redact_text(f"{type(e).__name__}: {e}")
+                wall.gate.record_outcome(state, call, error=msg,
+                                         duration_ms=(time.perf_counter() - t0) * 1000)
+                if isinstance(e, UpstreamDown):
+                    msg = f"the MCP server is down or was restarted ({msg})"
+                return _error_result(f"{call.tool} failed: {msg}")
+            duration = (time.perf_counter() - t0) * 1000
+            rdecision = session.decide(ToolResult(call.tool, call.args, view.value()))
+            out = rdecision.action.result if isinstance(rdecision.action, ToolResult) else None
+            wall.gate.record_outcome(state, call, result=out, duration_ms=duration,
+                                     verdict=rdecision.verdict)
+            if rdecision.verdict >= Verdict.ASK:
+                return _denied_result(rdecision)
+            return _to_call_result(view, out)
         except ShieldwallError as e:
             return _error_result(f"{name} failed: {e}")
-        finally:
-            _CALL.reset(token)
-        return _to_call_result(holder.get("view"), out)
 
     async def _passthrough(self, ctx: Any, label: str, args: dict[str, Any], result: Any,
                            result_type: Any) -> Any:
@@ -527,8 +547,8 @@ class GatedProxy:
 
     def build_server(self) -> Server[Any]:
         """A lowlevel MCP server mirroring the upstream's capabilities."""
+
         from mcp import types as mt
-        from mcp.server.lowlevel import Server
 
         init = self.upstream.init
         caps = init.capabilities
@@ -668,7 +688,8 @@ def _gated_server_class() -> type[Any]:
 
 
 def _mcp_error(message: str) -> Exception:
-    from mcp import MCPError
     from mcp_types import INTERNAL_ERROR
+
+    from mcp import MCPError
 
     return MCPError(code=INTERNAL_ERROR, message=message)

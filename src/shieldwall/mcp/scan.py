@@ -251,7 +251,7 @@ async def list_server(name: str, entry: dict[str, Any], base: Path,
 
     try:
         spec = spec_of(entry, base)
-        with anyio.fail_after(timeout), open(os.devnull, "w") as devnull:  # noqa: ASYNC230
+        with anyio.fail_after(timeout), open(os.devnull, "w") as devnull:
             async with open_session(spec, errlog=devnull, client_name="shieldwall-scan") as (
                     cs, init):
                 tools = await list_all_tools(cs)

@@ -54,9 +54,10 @@ async def open_session(
 ) -> AsyncIterator[tuple[Any, Any]]:
     """An initialized ``mcp.ClientSession`` to the upstream, and its InitializeResult."""
     import httpx2
+    from mcp.client.streamable_http import streamable_http_client
+
     from mcp import ClientSession, StdioServerParameters, stdio_client
     from mcp import types as mt
-    from mcp.client.streamable_http import streamable_http_client
 
     from .. import __version__
 
@@ -74,7 +75,7 @@ async def open_session(
             read, write = await stack.enter_async_context(
                 stdio_client(params, errlog=errlog or sys.stderr))
         session = await stack.enter_async_context(ClientSession(
-            read, write, message_handler=message_handler,
+            read, write, message_handler=message_handler,  # type: ignore[arg-type]
             client_info=mt.Implementation(name=client_name, version=__version__)))
         init = await session.initialize()
         yield session, init

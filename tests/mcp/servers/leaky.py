@@ -16,7 +16,9 @@ async def fetch(args, ctx):
 
 @kit.tool("big", "Return a very large text.", {"kb": {"type": "integer"}})
 async def big(args, ctx):
-    return "x" * (int(args.get("kb", 2048)) * 1024)
+    line = "record {:06d}: the quick brown fox jumps over the lazy dog\n"
+    n = int(args.get("kb", 2048)) * 1024 // len(line.format(0)) + 1
+    return "".join(line.format(i) for i in range(n))
 
 
 @kit.tool("crash", "Crash the server mid-call.", {})

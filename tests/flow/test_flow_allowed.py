@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from conftest import Sent
+from flowkit import Sent
 
 from shieldwall import Shieldwall, ToolCall, Verdict
 
@@ -44,7 +44,7 @@ def test_new_text_after_reading_private_data_is_allowed(wall_and_sent: tuple[Shi
 def test_benign_flow_set_false_positive_rate(tmp_path: Path) -> None:
     """Each benign flow: results the session read, then one sink call that must pass.
     The rate is printed for the report; the test holds it under 5%."""
-    from conftest import POLICY, make_wall
+    from flowkit import POLICY, make_wall
 
     flows = [json.loads(line) for line in DATA.read_text().splitlines() if line.strip()]
     assert len(flows) >= 40

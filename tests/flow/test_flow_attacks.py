@@ -8,7 +8,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from conftest import SECRETS_TXT, Sent, make_wall
+from flowkit import SECRETS_TXT, Sent, make_wall
 
 from shieldwall import CallbackApprover, Denied, Egress, Shieldwall, Verdict
 
@@ -126,7 +126,7 @@ def test_lethal_trifecta_refuses_external_sends_whatever_the_body(
 @pytest.mark.parametrize("mode,expected", [("ask", Verdict.ASK), ("deny", Verdict.DENY),
                                            ("off", Verdict.ALLOW)])
 def test_trifecta_mode_is_configurable(tmp_path: Path, mode: str, expected: Verdict) -> None:
-    from conftest import POLICY
+    from flowkit import POLICY
 
     wall, _ = make_wall(tmp_path, POLICY.replace("trifecta: {mode: deny}",
                                                  f"trifecta: {{mode: {mode}}}"))

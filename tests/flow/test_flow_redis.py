@@ -7,7 +7,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import POLICY, SECRETS_TXT, make_wall
+from flowkit import POLICY, SECRETS_TXT, make_wall
 
 from shieldwall import Denied, ToolCall, Verdict
 from shieldwall.flow.fingerprints import Fingerprinter

@@ -10,7 +10,7 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-from conftest import Clock, SqliteAudit
+from secretkit import Clock, SqliteAudit
 
 from shieldwall import Denied, Shieldwall, ToolError
 from shieldwall.policy.load import parse_policy

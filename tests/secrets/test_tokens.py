@@ -7,8 +7,8 @@ from pathlib import Path
 
 import jwt
 import pytest
-from conftest import Clock
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from secretkit import Clock
 
 from shieldwall import Shieldwall
 from shieldwall.policy.load import parse_policy

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hvac
 import pytest
-from conftest import Clock
+from secretkit import Clock
 
 from shieldwall.policy.sections.secrets import SecretsSection
 from shieldwall.secrets.backends import VaultBackend

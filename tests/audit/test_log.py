@@ -306,3 +306,31 @@ def test_many_threads_share_one_log(make_log: LogFactory) -> None:
     assert sorted(got) == list(range(400))
     time.sleep(0.01)
     assert log.store.size() == 400
+
+
+def test_writers_with_different_keys_share_one_log(spec: StoreSpec, make_log: LogFactory) -> None:
+    # two gateway hosts, each with its own signing key, one shared tree
+    a, b = HeadSigner.generate(), HeadSigner.generate()
+    from shieldwall.audit.log import MerkleAuditLog
+
+    la = MerkleAuditLog(spec.open(), a, batch_max_entries=4)
+    lb = MerkleAuditLog(spec.open(), b, batch_max_entries=4)
+    for i in range(10):
+        (la if i % 2 else lb).append(make_entry(i), durable=True)
+    la.sign_head()
+    lb.append(make_entry(10), durable=True)
+    lb.close()
+    la.close()
+    st = spec.open()
+    assert {h.key_id for h in st.heads()} == {a.key_id, b.key_id}
+    assert verify_store(st, keyring(a.public_key, b.public_key)).ok
+    rep = verify_store(st, keyring(a.public_key))
+    assert not rep.ok and all("unknown key" in p.message for p in rep.problems)
+    st.close()
+
+
+def test_memory_store_for_tests_of_other_rooms(tmp_path: Path) -> None:
+    log = open_audit(AuditSection(store="memory"), tmp_path)
+    assert [log.append(make_entry(i)) for i in range(3)] == [0, 1, 2]
+    log.close()
+    assert not (tmp_path / ".shieldwall").exists()

@@ -27,7 +27,8 @@ DbOpt = Annotated[Path | None, typer.Option("--db", help="SQLite audit database"
 DsnOpt = Annotated[str | None, typer.Option("--dsn", help="PostgreSQL DSN")]
 SchemaOpt = Annotated[str | None, typer.Option("--schema", help="PostgreSQL schema")]
 KeyOpt = Annotated[Path | None, typer.Option("--key", help="head-signing private key (PEM)")]
-PubOpt = Annotated[Path | None, typer.Option("--pubkey", help="trusted public key (PEM)")]
+PubOpt = Annotated[list[Path] | None, typer.Option(
+    "--pubkey", help="trusted public key (PEM); repeat for logs signed on several hosts")]
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -88,11 +89,14 @@ def _key_path(section: AuditSection, base: Path, key: Path | None) -> Path:
     return base / p
 
 
-def _public_keys(section: AuditSection, base: Path, key: Path | None, pubkey: Path | None) -> Any:
+def _public_keys(section: AuditSection, base: Path, key: Path | None, pubkey: list[Path] | None) -> Any:
     from .signing import HeadSigner, keyring, load_public_key
 
-    if pubkey is not None:
-        return keyring(load_public_key(pubkey.read_bytes()))
+    if pubkey:
+        try:
+            return keyring(*(load_public_key(p.read_bytes()) for p in pubkey))
+        except (OSError, ValueError) as exc:
+            _fail(f"cannot read a public key: {exc}")
     path = _key_path(section, base, key)
     if not path.exists():
         _fail(f"no signing key at {path}; give the log's public key with --pubkey")

@@ -15,7 +15,7 @@ import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
-from urllib.parse import unquote, unquote_plus
+from urllib.parse import unquote_to_bytes
 
 import re2
 
@@ -47,14 +47,16 @@ KEY_FORMATS: tuple[tuple[str, str], ...] = (
     ("azure_storage_key", r"AccountKey=[A-Za-z0-9+/]{80,}={0,2}"),
 )
 
-_KEYS = re2.compile("|".join(f"(?P<{name}>{rx})" for name, rx in KEY_FORMATS))
-_B64_RUN = re2.compile(r"[A-Za-z0-9+/_\-]{16,}={0,2}")
-_HEX_RUN = re2.compile(r"[0-9A-Fa-f]{16,}")
+# Everything runs on bytes: RE2 on str pays for UTF-8 conversion and offset mapping.
+_KEYS = re2.compile("|".join(f"(?P<{name}>{rx})" for name, rx in KEY_FORMATS).encode())
+_B64_RUN = re2.compile(rb"[A-Za-z0-9+/_\-]{16,}={0,2}")
+_HEX_RUN = re2.compile(rb"[0-9A-Fa-f]{16,}")
+_DIGIT = re2.compile(rb"[0-9]")
 _MAX_DECODE_RUNS = 256  # decoded-content scan: bounded work per request
 
 
-def shannon_entropy(text: str) -> float:
-    """Bits per character of ``text``'s own character distribution."""
+def shannon_entropy(text: str | bytes) -> float:
+    """Bits per character (or byte) of ``text``'s own distribution."""
     if not text:
         return 0.0
     n = len(text)
@@ -92,17 +94,17 @@ class _SecretMatcher:
     """One RE2 alternation of every needle of every live secret (cached per secret set)."""
 
     def __init__(self, secrets: tuple[str, ...]) -> None:
-        self.forms: dict[str, str] = {}
+        self.forms: dict[bytes, str] = {}
         for s in secrets:
             for needle, form in secret_needles(s).items():
-                self.forms.setdefault(needle, form)
+                self.forms.setdefault(needle.encode("utf-8"), form)
         self.regex: Any = (
-            re2.compile("|".join(re2.escape(n) for n in sorted(self.forms, key=len, reverse=True)))
+            re2.compile(b"|".join(re2.escape(n) for n in sorted(self.forms, key=len, reverse=True)))
             if self.forms
             else None
         )
 
-    def first(self, text: str) -> str | None:
+    def first(self, text: bytes) -> str | None:
         if self.regex is None:
             return None
         m = self.regex.search(text)
@@ -119,14 +121,8 @@ class Inspector:
         self._matcher_key: tuple[str, ...] | None = None
         self._matcher: _SecretMatcher | None = None
         s = self.settings
-        self._blob_url = (
-            re2.compile(r"[0-9A-Fa-f]{" + str(s.blob_min_chars_url) + ",}"),
-            re2.compile(r"[A-Za-z0-9+/_\-]{" + str(s.blob_min_chars_url) + ",}={0,2}"),
-        )
-        self._blob_body = (
-            re2.compile(r"[0-9A-Fa-f]{" + str(s.blob_min_chars_body) + ",}"),
-            re2.compile(r"[A-Za-z0-9+/_\-]{" + str(s.blob_min_chars_body) + ",}={0,2}"),
-        )
+        self._blob_url = _blob_patterns(s.blob_min_chars_url)
+        self._blob_body = _blob_patterns(s.blob_min_chars_body)
 
     def _secrets(self, live_secrets: Callable[[], Iterable[str]] | None) -> _SecretMatcher | None:
         if live_secrets is None:
@@ -156,12 +152,12 @@ class Inspector:
                     evidence=f"body: {len(body)} bytes", severity=Severity.MEDIUM,
                 )
             ]
-        parts: list[tuple[str, str, bool]] = [("url", url, True)]
+        parts: list[tuple[str, bytes, bool]] = [("url", url.encode("utf-8", "replace"), True)]
         for k, v in headers.items():
             if k.lower() not in self.ignore:
-                parts.append((f"header {k}", f"{k}: {v}", True))
+                parts.append((f"header {k}", f"{k}: {v}".encode("utf-8", "replace"), True))
         if body:
-            parts.append(("body", body.decode("latin-1"), False))
+            parts.append(("body", body, False))
         matcher = self._secrets(live_secrets) if s.secrets else None
         for where, text, short in parts:
             f = self._inspect_text(where, text, short, matcher)
@@ -170,15 +166,15 @@ class Inspector:
         return findings
 
     def _inspect_text(
-        self, where: str, text: str, short: bool, matcher: _SecretMatcher | None
+        self, where: str, text: bytes, short: bool, matcher: _SecretMatcher | None
     ) -> Finding | None:
         s = self.settings
         views = [text]
-        if "%" in text or (not short and "+" in text):
-            decoded = unquote_plus(text, encoding="latin-1") if not short else unquote(text, encoding="latin-1")
+        if b"%" in text or (not short and b"+" in text):
+            decoded = unquote_to_bytes(text if short else text.replace(b"+", b" "))
             views.append(decoded)
-            if "%" in decoded:
-                views.append(unquote(decoded, encoding="latin-1"))
+            if b"%" in decoded:
+                views.append(unquote_to_bytes(decoded))
         if s.secrets:
             for view in views:
                 hit = self._secret_in(view, matcher)
@@ -193,7 +189,7 @@ class Inspector:
                     return f
         return None
 
-    def _secret_in(self, text: str, matcher: _SecretMatcher | None) -> str | None:
+    def _secret_in(self, text: bytes, matcher: _SecretMatcher | None) -> str | None:
         if matcher is not None:
             form = matcher.first(text)
             if form is not None:
@@ -211,7 +207,7 @@ class Inspector:
                 raw = decode(m.group(0))
                 if raw is None or len(raw) < MIN_SECRET_CHARS:
                     continue
-                inner = raw.decode("latin-1")
+                inner = raw
                 kind = "hex" if rx is _HEX_RUN else "base64"
                 if matcher is not None and matcher.first(inner) is not None:
                     return f"live secret ({kind})"
@@ -227,7 +223,7 @@ class Inspector:
             evidence=f"{where}: {what}", severity=Severity.CRITICAL,
         )
 
-    def _blob_in(self, where: str, text: str, blob: Any, min_chars: int) -> Finding | None:
+    def _blob_in(self, where: str, text: bytes, blob: Any, min_chars: int) -> Finding | None:
         s = self.settings
         hex_rx, b64_rx = blob
         found: tuple[str, int, tuple[int, int]] | None = None
@@ -237,13 +233,13 @@ class Inspector:
                 break
         if found is None:
             for m in b64_rx.finditer(text):
-                run = m.group(0).rstrip("=")
+                run = m.group(0).rstrip(b"=")
                 sample = run[:4096]  # judging randomness needs a sample, not a megabyte
                 # Random base64 has upper, lower and digits; words and slugs rarely do.
                 if (
-                    any(c.isupper() for c in sample)
-                    and any(c.islower() for c in sample)
-                    and any(c.isdigit() for c in sample)
+                    sample.lower() != sample  # has upper case
+                    and sample.upper() != sample  # has lower case
+                    and _DIGIT.search(sample) is not None
                     and shannon_entropy(sample) >= s.min_entropy
                 ):
                     found = ("base64/high-entropy", len(run), m.span())
@@ -261,20 +257,28 @@ class Inspector:
         )
 
 
-def _unhex(run: str) -> bytes | None:
+def _blob_patterns(min_chars: int) -> tuple[Any, Any]:
+    n = str(min_chars)
+    return (
+        re2.compile(rb"[0-9A-Fa-f]{" + n.encode() + rb",}"),
+        re2.compile(rb"[A-Za-z0-9+/_\-]{" + n.encode() + rb",}={0,2}"),
+    )
+
+
+def _unhex(run: bytes) -> bytes | None:
     if len(run) % 2:
         run = run[:-1]
     try:
-        return bytes.fromhex(run)
+        return bytes.fromhex(run.decode("ascii"))
     except ValueError:
         return None
 
 
-def _unb64(run: str) -> bytes | None:
-    body = run.rstrip("=").replace("-", "+").replace("_", "/")
+def _unb64(run: bytes) -> bytes | None:
+    body = run.rstrip(b"=").replace(b"-", b"+").replace(b"_", b"/")
     if len(body) % 4 == 1:
         body = body[:-1]
     try:
-        return base64.b64decode(body + "=" * (-len(body) % 4), validate=True)
+        return base64.b64decode(body + b"=" * (-len(body) % 4), validate=True)
     except (binascii.Error, ValueError):
         return None

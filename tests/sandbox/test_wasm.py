@@ -41,12 +41,13 @@ def test_python_code_runs_and_sees_only_its_workdir() -> None:
     with Sandbox(SMALL, backend="wasm", secrets={"K": "wasm-secret-xyz"}) as sb:
         sb.write_file("in.txt", "41")
         r = sb.run_code("import os\nprint(int(open('in.txt').read()) + 1, os.environ['K'])\n"
-                        "for p in ('/', '/etc', '/usr'):\n"
+                        "for p in ('/', '/etc', '/usr/bin', '/root', '/proc'):\n"
                         "    try:\n        os.listdir(p); print('LEAK', p)\n"
                         "    except OSError:\n        pass\n"
+                        "print(os.listdir('/usr'))  # the stdlib embedded in the binary, not the host's\n"
                         "open('out.txt', 'w').write('w')")
         assert r.ok, r.stderr
-        assert r.stdout == "42 [REDACTED:K]\n"
+        assert r.stdout == "42 [REDACTED:K]\n['local']\n"
         assert sb.read_file("out.txt") == b"w"
 
 

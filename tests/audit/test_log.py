@@ -334,3 +334,24 @@ def test_memory_store_for_tests_of_other_rooms(tmp_path: Path) -> None:
     assert [log.append(make_entry(i)) for i in range(3)] == [0, 1, 2]
     log.close()
     assert not (tmp_path / ".shieldwall").exists()
+
+
+@pytest.mark.postgres
+def test_postgres_writer_fails_closed_then_reconnects_after_losing_its_backend(spec: StoreSpec,
+                                                                              make_log: LogFactory) -> None:
+    if spec.kind != "postgres":
+        pytest.skip("PostgreSQL only")
+    import psycopg
+
+    log = make_log()
+    log.append(make_entry(0), durable=True)
+    pid = log.store._conn.info.backend_pid  # type: ignore[attr-defined]
+    with psycopg.connect(PG_DSN, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    with pytest.raises(AuditError):
+        log.append(make_entry(1), durable=True)  # the gate denies this action
+    assert log.append(make_entry(2), durable=True) == 1
+    log.close()
+    st = spec.open()
+    assert st.size() == 2 and verify_store(st, keyring(log.signer.public_key)).ok
+    st.close()

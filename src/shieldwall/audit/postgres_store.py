@@ -30,7 +30,8 @@ class PostgresStore:
     def __init__(self, dsn: str, schema: str = "shieldwall_audit") -> None:
         self.schema = schema
         self.describe = f"postgres:{schema}"
-        self._conn: psycopg.Connection[Any] = psycopg.connect(dsn, autocommit=False)
+        self._dsn = dsn
+        self._conn: psycopg.Connection[Any] = self._connect()
         self._s = sql.Identifier(schema)
         self._in_snapshot = False
         s = self._s
@@ -65,12 +66,23 @@ class PostgresStore:
         assert row is not None
         self.log_id = row[0]
 
+    def _connect(self) -> psycopg.Connection[Any]:
+        conn: psycopg.Connection[Any] = psycopg.connect(self._dsn, autocommit=False)
+        row = conn.execute("SHOW synchronous_commit").fetchone()
+        if row is not None and row[0] == "off":
+            # an acknowledged entry must be durable: never let this session ack early
+            conn.execute("SET synchronous_commit = on")
+        conn.commit()
+        return conn
+
     def _t(self, name: str) -> sql.Composed:
         return sql.SQL("{}.{}").format(self._s, sql.Identifier(name))
 
     # ----------------------------------------------------------------- writing
 
     def begin(self) -> WriterState:
+        if self._conn.closed or self._conn.broken:
+            self._conn = self._connect()  # the server restarted or the link dropped
         c = self._conn
         try:
             size, frontier = c.execute(

@@ -140,3 +140,50 @@ def test_results_pass_the_result_layers(tmp_path: Path, rec: Path) -> None:
                 assert text_of(trusted) == "plain"
 
     anyio.run(main)
+
+
+def test_call_waits_for_a_person_and_runs_once_approved(tmp_path: Path, rec: Path) -> None:
+    from shieldwall.approvals import ApprovalQueue
+    from shieldwall.policy.load import load_policy
+    from shieldwall.wall import open_approval_backend
+
+    pol = write_policy(tmp_path, f"""
+roles:
+  reader:
+    tools: [echo, add]
+tools:
+  add:
+    approval: {{reason: a person confirms each addition}}
+mcp:
+  pin: "off"
+approvals:
+  store: sqlite
+  path: {tmp_path / 'approvals.db'}
+  timeout: 30
+""")
+    queue = ApprovalQueue(backend=open_approval_backend(load_policy(pol), tmp_path))
+    seen: list[dict[str, object]] = []
+
+    async def approver() -> None:
+        while True:
+            pending = queue.pending()
+            if pending:
+                req = pending[0]
+                seen.append({"tool": req.tool, "args": req.preview})
+                queue.resolve(req.id, True, approver="test-person")
+                return
+            await anyio.sleep(0.1)
+
+    async def main() -> None:
+        with anyio.fail_after(50):
+            async with stdio_session(wrap(pol, server_cmd("benign", rec))) as s:
+                assert calls(rec) == []
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(approver)
+                    res = await s.call_tool("add", {"a": 2, "b": 40})
+                assert not res.is_error, text_of(res)
+                assert text_of(res) == "42"
+
+    anyio.run(main)
+    assert seen == [{"tool": "add", "args": {"a": 2, "b": 40}}]
+    assert calls(rec) == [{"method": "tools/call", "tool": "add", "args": {"a": 2, "b": 40}}]

@@ -64,6 +64,12 @@ def build(policy_path: Path, policy: Any, lock: Path | None, mode: str | None = 
         _fail(f"cannot read lock file: {e}")
     pins = PinState(lf, mode or policy.mcp.pin)
     wall = Shieldwall(policy, base_dir=policy_path.resolve().parent, extra_layers=[PinLayer(pins)])
+    if policy.approvals.store != "memory":
+        from ..approvals import QueueApprover
+
+        # a person answers from another face (`shieldwall approvals approve ID`) while the
+        # MCP call waits; with the in-memory store nobody could, so no answer = deny
+        wall.approver = QueueApprover(wall.approvals)
     return wall, pins
 
 

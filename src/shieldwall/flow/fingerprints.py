@@ -90,13 +90,13 @@ def ngram_hashes(th: list[int], n: int, skip_common: bool = True) -> list[int]:
     m = len(th) - n + 1
     if m <= 0:
         return []
-    grams = zip(*(th[j:j + m] for j in range(n)))
+    grams = zip(*(th[j:j + m] for j in range(n)), strict=True)
     if not skip_common:
         return [hash(g) for g in grams]
     common = _COMMON_HASHES
     rare = [h not in common for h in th]
-    keep = map(any, zip(*(rare[j:j + m] for j in range(n))))
-    return [hash(g) for g, k in zip(grams, keep) if k]
+    keep = map(any, zip(*(rare[j:j + m] for j in range(n)), strict=True))
+    return [hash(g) for g, k in zip(grams, keep, strict=True) if k]
 
 
 def winnow(hashes: list[int], w: int) -> set[int]:

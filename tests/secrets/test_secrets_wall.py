@@ -168,3 +168,14 @@ def test_missing_secret_fails_closed_without_leaking_names_of_values(tmp_path: P
         with pytest.raises(ToolError) as e:
             s.call("charge", {"api_key": "{{secret:missing/key}}", "amount": 1})
     assert "missing/key" in str(e.value) and "not found" in str(e.value)
+
+
+def test_model_output_with_a_live_value_is_redacted(tmp_path: Path, clock: Clock) -> None:
+    wall, _ = make(tmp_path, clock)
+    m = manager_of(wall)
+    assert m is not None
+    m.preload()
+    with wall.session(agent="bot", role="billing") as s:
+        d = s.check_output(f"Sure! The key is {base64.b64encode(STRIPE.encode()).decode()}")
+    assert d.allowed and "secrets.redacted" in d.rules()
+    assert STRIPE not in repr(d.action) and "[REDACTED]" in d.action.text  # type: ignore[attr-defined]

@@ -100,26 +100,19 @@ def ngram_hashes(th: list[int], n: int, skip_common: bool = True) -> list[int]:
 
 
 def winnow(hashes: list[int], w: int) -> set[int]:
-    """Winnowing: the minimum of every window of ``w`` hashes (rightmost on ties)."""
+    """Winnowing: the set of minima of every window of ``w`` consecutive hashes. (The
+    paper also records positions and breaks ties to the right; as a set of values the
+    selection is the same.) Vectorised with numpy for long texts."""
     if len(hashes) <= w:
         return set(hashes)
-    out: set[int] = set()
-    # Track the minimum with its position; rescan only when it leaves the window.
-    pos = -1
-    for start in range(len(hashes) - w + 1):
-        end = start + w
-        if pos < start:
-            window = hashes[start:end]
-            m = min(window)
-            # rightmost minimum
-            pos = start + w - 1 - window[::-1].index(m)
-            out.add(m)
-        else:
-            h = hashes[end - 1]
-            if h <= hashes[pos]:
-                pos = end - 1
-                out.add(h)
-    return out
+    if len(hashes) < 256:
+        return {min(hashes[i:i + w]) for i in range(len(hashes) - w + 1)}
+    import numpy as np
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    arr = np.fromiter(hashes, dtype=np.int64, count=len(hashes))
+    mins = sliding_window_view(arr, w).min(axis=1)
+    return set(np.unique(mins).tolist())
 
 
 def _key_like(run: str) -> bool:
@@ -229,7 +222,7 @@ class Fingerprinter:
         k, w = self.s.k, self.s.window
         for t in self._texts(text):
             toks = tokens(t)
-            if sum(len(x) for x in toks) < self.s.min_chars:
+            if sum(map(len, toks)) < self.s.min_chars:
                 continue
             out.spans |= self._spans(t)
             th = _token_hashes(toks)

@@ -46,7 +46,7 @@ class Match:
 def target_candidates(text: str) -> set[str]:
     """Values in ``text`` that could name a destination: every whitespace token (stripped
     of punctuation, case-folded), e-mail addresses, URLs and their hosts."""
-    out = {t.strip(_STRIP).casefold() for t in text.split()}
+    out = {t.strip(_STRIP).casefold() for t in set(text.split())}
     for m in _EMAIL.finditer(text):
         addr = m.group(0).casefold()
         out.add(addr)

@@ -60,7 +60,7 @@ def main() -> None:
         _serve(path, listener)
         os._exit(0)
     listener.close()
-    os.execvp(argv[0], argv)
+    os.execvp(argv[0], argv)  # noqa: S606 - exec the sandboxed command itself
 
 
 if __name__ == "__main__":

@@ -109,8 +109,9 @@ class BwrapBackend:
         o += ["--ro-bind", self._etc_dir(), "/etc"]
         o += [
             "--proc", "/proc", "--dev", "/dev",
-            "--size", str(lim.tmp_bytes), "--tmpfs", "/tmp",
-            "--size", str(lim.tmp_bytes), "--tmpfs", "/dev/shm",
+            # paths inside the sandbox: fresh, size-limited tmpfs mounts
+            "--size", str(lim.tmp_bytes), "--tmpfs", "/tmp",  # noqa: S108
+            "--size", str(lim.tmp_bytes), "--tmpfs", "/dev/shm",  # noqa: S108
             "--bind", spec.workdir, WORKDIR,
         ]
         for p in spec.ro_paths:
@@ -131,7 +132,7 @@ class BwrapBackend:
         return o
 
     def _env(self, spec: RunSpec) -> dict[str, str]:
-        env = {"PATH": SYSTEM_PATH, "HOME": WORKDIR, "LANG": "C.UTF-8", "TMPDIR": "/tmp",
+        env = {"PATH": SYSTEM_PATH, "HOME": WORKDIR, "LANG": "C.UTF-8", "TMPDIR": "/tmp",  # noqa: S108
                "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1"}
         if spec.network == "proxy":
             url = f"http://127.0.0.1:{PROXY_PORT}"
@@ -236,12 +237,12 @@ def make_etc_dir() -> str:
         (Path(d) / name).write_text(text)
     for root, dirs, fnames in os.walk(d):
         for n in dirs:
-            os.chmod(os.path.join(root, n), 0o755)
+            os.chmod(os.path.join(root, n), 0o755)  # noqa: S103 - read-only system files
         for n in fnames:
             f = os.path.join(root, n)
             if not os.path.islink(f):
                 os.chmod(f, 0o644)
-    os.chmod(d, 0o755)
+    os.chmod(d, 0o755)  # noqa: S103 - bound read-only; readable by the sandbox uid
     return d
 
 

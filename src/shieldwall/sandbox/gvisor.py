@@ -13,7 +13,6 @@ its own state directory, removed afterwards.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import os
@@ -80,14 +79,14 @@ class GvisorBackend:
 
     def _config(self, spec: RunSpec) -> dict[str, Any]:
         skeleton, etc = self._root()
-        env = {"PATH": SYSTEM_PATH, "HOME": WORKDIR, "LANG": "C.UTF-8", "TMPDIR": "/tmp",
+        env = {"PATH": SYSTEM_PATH, "HOME": WORKDIR, "LANG": "C.UTF-8", "TMPDIR": "/tmp",  # noqa: S108
                "PYTHONDONTWRITEBYTECODE": "1", **spec.env, **spec.secrets}
         cpu = max(1, int(spec.limits.cpu_s + 0.999))
         mounts: list[dict[str, Any]] = [
             {"destination": "/proc", "type": "proc", "source": "proc"},
             {"destination": "/usr", "type": "bind", "source": "/usr", "options": ["rbind", "ro"]},
             {"destination": "/etc", "type": "bind", "source": etc, "options": ["rbind", "ro"]},
-            {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
+            {"destination": "/tmp", "type": "tmpfs",  # noqa: S108 - inside the guest "source": "tmpfs",
              "options": [f"size={spec.limits.tmp_bytes}", "nosuid", "nodev"]},
             {"destination": WORKDIR, "type": "bind", "source": spec.workdir,
              "options": ["rbind", "rw"]},

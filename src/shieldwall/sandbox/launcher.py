@@ -54,7 +54,7 @@ try:
     if req.get("uid") is not None:
         os.setresuid(req["uid"], req["uid"], req["uid"])
     ctl.close()
-    os.execve(argv[0], argv, req["env"])
+    os.execvpe(argv[0], argv, req["env"])
 except BaseException as e:
     os.write(2, ("shieldwall launcher: %s: %s\n" % (type(e).__name__, e)).encode())
     os._exit(127)
@@ -170,7 +170,8 @@ class LauncherPool:
             self._thread = threading.Thread(target=self._loop, name="shieldwall-launchers",
                                             daemon=True)
             self._thread.start()
-        self._wake.set()
+        if p is None:  # otherwise the refill waits for release(), off this run's clock
+            self._wake.set()
         if p is not None and p.proc.poll() is None:
             return p
         if p is not None:

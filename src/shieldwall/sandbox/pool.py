@@ -148,8 +148,10 @@ class WarmPool:
             raise SandboxError("this warm pool is closed")
         with self._lock:
             w = self._ready.pop(0) if self._ready else None
-        self._wake.set()
-        return w if w is not None else self._spawn()
+        if w is None:
+            self._wake.set()
+            return self._spawn()
+        return w  # the refill starts after this run, not during it
 
     def ready(self) -> int:
         with self._lock:
@@ -163,6 +165,7 @@ class WarmPool:
             return finish(w.started, struct.pack(">I", len(payload)) + payload, w.status_fd)
         finally:
             threading.Thread(target=w.drop, daemon=True).start()
+            self._wake.set()
 
     def run_code(self, code: str) -> RunResult:
         return self._dispatch({"code": code})

@@ -7,12 +7,22 @@ the wall-clock limit from the parent, caps stdout/stderr (a run that writes more
 stopped: ``output_limit``), starts the program with only the environment the policy
 granted, and redacts granted secret values from what the program prints.
 
-| backend | isolation | claims (beyond the common ones) |
-|---|---|---|
-| gvisor | user-space kernel (runsc, ptrace platform), OCI bundle, no network | no_network, no_host_files, no_host_processes, unprivileged, kernel_boundary (its Sentry implements ptrace, namespaces etc. itself, so the host seccomp deny list is not claimed), memory_limit, cpu_limit, disk_limit, kills_all |
-| bwrap | user/pid/net/ipc/uts/mount/cgroup namespaces, seccomp deny list, cgroup, uid 65534, no capabilities | the above minus kernel_boundary, plus syscall_filter, pids_limit, tmp_limit, proxy_network |
-| wasm | CPython for WASI under wasmtime, no syscalls at all, only the work dir preopened | no_network, no_host_files, no_host_processes, no_syscalls, memory_limit, cpu_limit (fuel), disk_limit, kills_all; Python only |
-| process | none: rlimits, scrubbed environment, uid 65534 when root | cpu_limit, memory_limit; pids_limit and kills_all with a cgroup. Refused unless ``sandbox.allow_weak`` |
+Per backend:
+
+- ``gvisor``: user-space kernel (runsc, ptrace platform), OCI bundle, no network. Claims
+  no_network, no_host_files, no_host_processes, no_host_env, unprivileged,
+  kernel_boundary, memory_limit, cpu_limit, disk_limit, kills_all. Its Sentry implements
+  ptrace, namespaces and the like itself, so the host seccomp deny list is not claimed.
+- ``bwrap``: user/pid/net/ipc/uts/mount/cgroup namespaces, the seccomp deny list, a
+  per-run cgroup, uid 65534 with no capabilities. Claims the above minus
+  kernel_boundary, plus syscall_filter, pids_limit (with a cgroup), tmp_limit,
+  proxy_network.
+- ``wasm``: CPython for WASI under wasmtime: no system calls at all, only the work
+  directory preopened. Claims no_network, no_host_files, no_host_processes, no_host_env,
+  no_syscalls, memory_limit, cpu_limit (fuel), disk_limit, kills_all. Python only.
+- ``process``: no isolation (rlimits, scrubbed environment, uid 65534 when root). Claims
+  cpu_limit, memory_limit, and pids_limit and kills_all with a cgroup. Refused unless
+  ``sandbox.allow_weak``.
 """
 
 from __future__ import annotations
@@ -33,7 +43,7 @@ GUARANTEES: dict[str, str] = {
     "cpu_limit": "CPU time is bounded (RLIMIT_CPU or fuel)",
     "pids_limit": "the number of processes and threads is bounded (pids cgroup)",
     "disk_limit": "the work directory has a quota (a tmpfs of that size when root)",
-    "tmp_limit": "/tmp and /dev/shm are small tmpfs",
+    "tmp_limit": "/tmp and /dev/shm are small tmpfs",  # noqa: S108
     "wall_timeout": "the run is stopped at its wall-clock limit",
     "output_limit": "stdout/stderr are capped; more stops the run",
     "kills_all": "no process of the run outlives it",

@@ -225,10 +225,10 @@ def _collect(launch: Launch, parked: Parked, stdin: bytes, t0: float,
         _, status, rusage = os.wait4(proc.pid, 0)
     proc.returncode = 0  # reaped by us; keep Popen from waiting again
     # drain what is buffered (bounded)
-    for fobj, st_ in streams.items():
-        with contextlib.suppress(OSError, ValueError):
+    for pipe, st_ in streams.items():
+        with contextlib.suppress(OSError, ValueError, AttributeError):
             while True:
-                data = os.read(fobj.fileno(), 65536)  # type: ignore[union-attr]
+                data = os.read(pipe.fileno(), 65536)  # type: ignore[union-attr]
                 if not data:
                     break
                 st_.feed(data)

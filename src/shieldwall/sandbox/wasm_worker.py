@@ -48,6 +48,8 @@ def main() -> int:
     linker.define_wasi()
     instance = linker.instantiate(store, module)
     start = instance.exports(store)["_start"]
+    if not isinstance(start, wasmtime.Func):
+        raise TypeError("the runtime has no _start function")
     try:
         start(store)
         code = 0

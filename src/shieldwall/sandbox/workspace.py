@@ -42,7 +42,8 @@ def _c() -> ctypes.CDLL:
 
 def mount_tmpfs(path: str, size: int, uid: int, gid: int) -> bool:
     opts = f"size={size},mode=0700,uid={uid},gid={gid}".encode()
-    return _c().mount(b"tmpfs", path.encode(), b"tmpfs", _MS_NOSUID | _MS_NODEV, opts) == 0
+    rc: int = _c().mount(b"tmpfs", path.encode(), b"tmpfs", _MS_NOSUID | _MS_NODEV, opts)
+    return rc == 0
 
 
 def umount(path: str) -> None:
@@ -79,9 +80,9 @@ class WorkDir:
         base = root or default_root()
         base.mkdir(parents=True, exist_ok=True, mode=0o711)
         with contextlib.suppress(OSError):
-            os.chmod(base, 0o711)  # traversable by the sandbox uid, not listable
+            os.chmod(base, 0o711)  # noqa: S103 - traversable by the sandbox uid, not listable
         self.outer = tempfile.mkdtemp(prefix="sb-", dir=base)
-        os.chmod(self.outer, 0o711)
+        os.chmod(self.outer, 0o711)  # noqa: S103 - see above
         self.path = os.path.join(self.outer, "w")
         os.mkdir(self.path, 0o700)
         self.disk_bytes = disk_bytes

@@ -61,7 +61,7 @@ class SandboxLimits(_Strict):
     memory: int | None = Field(default=None, description="bytes, or '256M'")
     pids: int | None = Field(default=None, ge=1, le=4096)
     disk: int | None = Field(default=None, description="work directory quota, bytes or '64M'")
-    tmp: int | None = Field(default=None, description="/tmp and /dev/shm size each")
+    tmp: int | None = Field(default=None, description="/tmp and /dev/shm size each")  # noqa: S108
     file: int | None = Field(default=None, description="largest single file")
     open_files: int | None = Field(default=None, ge=16, le=65536)
     stdout: int | None = Field(default=None, description="stdout kept; more stops the run")

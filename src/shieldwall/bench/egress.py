@@ -55,8 +55,18 @@ async def conn():
     if cfg["proxy_port"]:
         return await asyncio.open_connection("127.0.0.1", cfg["proxy_port"], limit=1 << 22)
     return await asyncio.open_connection("127.0.0.1", cfg["port"], limit=1 << 22)
+def json_body(size):
+    # Deterministic JSON records (words, ids, numbers): what an agent uploads, not one
+    # repeated byte.
+    words = b"alpha beta gamma delta order shipped customer invoice total amount paris".split()
+    out, i = bytearray(b"["), 0
+    while len(out) < size:
+        name = b" ".join(words[(i * 7 + j) % len(words)] for j in range(6))
+        out += b'{"id": %d, "sku": "SKU%08d", "name": "%s", "qty": %d},' % (i, i, name, i % 17)
+        i += 1
+    return bytes(out[: size - 1]) + b"]"
 def request():
-    body = b"x" * cfg["body"]
+    body = json_body(cfg["body"]) if cfg["body"] else b""
     host = f"127.0.0.1:{cfg['port']}"
     target = f"http://{host}{cfg['path']}" if cfg["proxy_port"] else cfg["path"]
     head = f"{cfg['method']} {target} HTTP/1.1\r\nHost: {host}\r\n"
@@ -131,6 +141,7 @@ def command(
     n_large: Annotated[int, typer.Option(help="requests per phase for 1 MB bodies")] = 100,
     concurrency: Annotated[int, typer.Option(help="keep-alive connections in the throughput phase")] = 4,
     seconds: Annotated[float, typer.Option(help="time cap per phase")] = 10.0,
+    inline: Annotated[bool, typer.Option(help="decide on the event loop, not in worker threads")] = False,
     out: Annotated[Path, typer.Option(help="folder for the markdown table")] = Path("benchmarks"),
 ) -> None:
     """Requests/s and added p50/p99 latency through the proxy vs direct (loopback)."""
@@ -163,7 +174,7 @@ def command(
     async def start() -> None:
         for name, decide in (("policy", policy_decider(pol)), ("gate", session_decider(wall))):
             p = EgressProxy(pol, decide, settings=policy.egress.proxy,
-                            decide_in_thread=os.environ.get("SW_INLINE") != "1")
+                            decide_in_thread=not inline)
             bound = await p.start("127.0.0.1", 0)
             proxies[name] = int(bound[0].rsplit(":", 1)[1])
         ready.set()
@@ -178,7 +189,7 @@ def command(
 
     scenarios = [
         ("small GET", "GET", "/small", 0, n),
-        ("1 MB POST (inspected)", "POST", "/upload", 1_048_576, n_large),
+        ("1 MB JSON POST (inspected)", "POST", "/upload", 1_048_576, n_large),
         ("1 MB GET response", "GET", "/big", 0, n_large),
     ]
     results: list[tuple[str, str, dict[str, Any]]] = []
@@ -233,9 +244,11 @@ def command(
         "`proxy (policy)` decides with the egress policy alone (host, SSRF, method, content "
         "inspection); `proxy (gate)` decides through a Session: identity, policy, egress, flow, "
         "budget layers and an SQLite audit entry per request.",
+        f"Decisions run {'on the event loop' if inline else 'in worker threads'} "
+        "(`--inline` switches).",
         "Targets (issue 6): ≥ 0.5× direct throughput; ≤ 1 ms added p50 for small requests.",
         "Command: `shieldwall bench egress`",
     ]
-    path = write_markdown("egress", "Egress proxy: overhead against direct requests", header,
-                          rows, notes, out)
-    console.print(f"wrote {path}")
+    written = write_markdown("egress", "Egress proxy: overhead against direct requests", header,
+                             rows, notes, out)
+    console.print(f"wrote {written}")

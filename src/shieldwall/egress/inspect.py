@@ -52,7 +52,9 @@ _KEYS = re2.compile("|".join(f"(?P<{name}>{rx})" for name, rx in KEY_FORMATS).en
 _B64_RUN = re2.compile(rb"[A-Za-z0-9+/_\-]{16,}={0,2}")
 _HEX_RUN = re2.compile(rb"[0-9A-Fa-f]{16,}")
 _DIGIT = re2.compile(rb"[0-9]")
+_HEX_ONLY = re2.compile(rb"[0-9A-Fa-f]+")
 _MAX_DECODE_RUNS = 256  # decoded-content scan: bounded work per request
+_MAX_RUNS = 100_000  # encoded-looking runs considered per text
 
 
 def shannon_entropy(text: str | bytes) -> float:
@@ -121,8 +123,8 @@ class Inspector:
         self._matcher_key: tuple[str, ...] | None = None
         self._matcher: _SecretMatcher | None = None
         s = self.settings
-        self._blob_url = _blob_patterns(s.blob_min_chars_url)
-        self._blob_body = _blob_patterns(s.blob_min_chars_body)
+        self._blob_url = _hex_blob(s.blob_min_chars_url)
+        self._blob_body = _hex_blob(s.blob_min_chars_body)
 
     def _secrets(self, live_secrets: Callable[[], Iterable[str]] | None) -> _SecretMatcher | None:
         if live_secrets is None:
@@ -175,21 +177,23 @@ class Inspector:
             views.append(decoded)
             if b"%" in decoded:
                 views.append(unquote_to_bytes(decoded))
-        if s.secrets:
-            for view in views:
-                hit = self._secret_in(view, matcher)
+        min_chars = s.blob_min_chars_url if short else s.blob_min_chars_body
+        for view in views:
+            # One pass finds every encoded-looking run (hex is a subset of the base64
+            # alphabet); secret decoding and blob detection both work from it.
+            runs = [m.group(0) for m, _ in zip(_B64_RUN.finditer(view), range(_MAX_RUNS), strict=False)]
+            if s.secrets:
+                hit = self._secret_in(view, runs, matcher)
                 if hit is not None:
                     return self._secret_finding(where, hit)
-        if s.blobs:
-            blob = self._blob_url if short else self._blob_body
-            min_chars = s.blob_min_chars_url if short else s.blob_min_chars_body
-            for view in views:
-                f = self._blob_in(where, view, blob, min_chars)
+            if s.blobs:
+                f = self._blob_in(where, [r for r in runs if len(r) >= min_chars], min_chars,
+                                  self._blob_url if short else self._blob_body)
                 if f is not None:
                     return f
         return None
 
-    def _secret_in(self, text: bytes, matcher: _SecretMatcher | None) -> str | None:
+    def _secret_in(self, text: bytes, runs: list[bytes], matcher: _SecretMatcher | None) -> str | None:
         if matcher is not None:
             form = matcher.first(text)
             if form is not None:
@@ -198,20 +202,21 @@ class Inspector:
         if m is not None:
             return f"{m.lastgroup} key format"
         # Encoded content: decode base64 and hex runs and look again.
-        runs = 0
-        for rx, decode in ((_HEX_RUN, _unhex), (_B64_RUN, _unb64)):
-            for m in rx.finditer(text):
-                runs += 1
-                if runs > _MAX_DECODE_RUNS:
-                    break
-                raw = decode(m.group(0))
+        for run in runs[:_MAX_DECODE_RUNS]:
+            candidates: list[tuple[str, bytes | None]] = []
+            if _HEX_ONLY.fullmatch(run):
+                candidates.append(("hex", _unhex(run)))
+            else:
+                candidates.append(("base64", _unb64(run)))
+                hm = _HEX_RUN.search(run)
+                if hm is not None:
+                    candidates.append(("hex", _unhex(hm.group(0))))
+            for kind, raw in candidates:
                 if raw is None or len(raw) < MIN_SECRET_CHARS:
                     continue
-                inner = raw
-                kind = "hex" if rx is _HEX_RUN else "base64"
-                if matcher is not None and matcher.first(inner) is not None:
+                if matcher is not None and matcher.first(raw) is not None:
                     return f"live secret ({kind})"
-                km = _KEYS.search(inner)
+                km = _KEYS.search(raw)
                 if km is not None:
                     return f"{km.lastgroup} key format ({kind})"
         return None
@@ -223,46 +228,41 @@ class Inspector:
             evidence=f"{where}: {what}", severity=Severity.CRITICAL,
         )
 
-    def _blob_in(self, where: str, text: bytes, blob: Any, min_chars: int) -> Finding | None:
+    def _blob_in(self, where: str, runs: list[bytes], min_chars: int, hex_rx: Any) -> Finding | None:
         s = self.settings
-        hex_rx, b64_rx = blob
-        found: tuple[str, int, tuple[int, int]] | None = None
-        for m in hex_rx.finditer(text):
-            if shannon_entropy(m.group(0)[:4096]) >= 3.0:
-                found = ("hex", len(m.group(0)), m.span())
+        found: tuple[str, int] | None = None
+        for run in runs:
+            hm = hex_rx.search(run)
+            if hm is not None and shannon_entropy(hm.group(0)[:4096]) >= 3.0:
+                found = ("hex", len(hm.group(0)))
+                break
+            body = run.rstrip(b"=")
+            sample = body[:4096]  # judging randomness needs a sample, not a megabyte
+            # Random base64 has upper, lower and digits; words and slugs rarely do.
+            if (
+                len(body) >= min_chars
+                and sample.lower() != sample  # has upper case
+                and sample.upper() != sample  # has lower case
+                and _DIGIT.search(sample) is not None
+                and shannon_entropy(sample) >= s.min_entropy
+            ):
+                found = ("base64/high-entropy", len(body))
                 break
         if found is None:
-            for m in b64_rx.finditer(text):
-                run = m.group(0).rstrip(b"=")
-                sample = run[:4096]  # judging randomness needs a sample, not a megabyte
-                # Random base64 has upper, lower and digits; words and slugs rarely do.
-                if (
-                    sample.lower() != sample  # has upper case
-                    and sample.upper() != sample  # has lower case
-                    and _DIGIT.search(sample) is not None
-                    and shannon_entropy(sample) >= s.min_entropy
-                ):
-                    found = ("base64/high-entropy", len(run), m.span())
-                    break
-        if found is None:
             return None
-        kind, size, span = found
+        kind, size = found
         verdict = Verdict.ASK if s.blob_verdict == "ask" else Verdict.DENY
         return Finding(
             layer=LAYER, rule="egress.blob_in_request",
             message=f"{kind} blob of {size} characters in the request {where} "
             f"(threshold {min_chars}; egress.inspect.blobs turns this off)",
             verdict=verdict, evidence=f"{where}: {kind} blob, {size} chars",
-            severity=Severity.MEDIUM, span=span,
+            severity=Severity.MEDIUM,
         )
 
 
-def _blob_patterns(min_chars: int) -> tuple[Any, Any]:
-    n = str(min_chars)
-    return (
-        re2.compile(rb"[0-9A-Fa-f]{" + n.encode() + rb",}"),
-        re2.compile(rb"[A-Za-z0-9+/_\-]{" + n.encode() + rb",}={0,2}"),
-    )
+def _hex_blob(min_chars: int) -> Any:
+    return re2.compile(rb"[0-9A-Fa-f]{" + str(min_chars).encode() + rb",}")
 
 
 def _unhex(run: bytes) -> bytes | None:

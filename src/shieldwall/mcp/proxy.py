@@ -49,6 +49,7 @@ _CALL: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
     "shieldwall_mcp_call", default=None)
 
 APPROVAL_META_KEY = "shieldwall/approval"
+MAX_HTTP_SESSIONS = 4096  # gate sessions kept for HTTP clients (one per agent and MCP session)
 # Names under which resource and prompt results pass the result layers (usable in the
 # policy's tools: section, e.g. to mark them `result: {trusted: false}`).
 RESOURCE_LABEL = "mcp.resources_read"
@@ -452,6 +453,8 @@ class GatedProxy:
         if s is None:
             s = self.wall.session(ident.agent, ident.role, ident.task)
             self._sessions[key] = s
+            while len(self._sessions) > MAX_HTTP_SESSIONS:  # oldest first (dicts keep order)
+                self._sessions.pop(next(iter(self._sessions))).close()
         return s
 
     # ----------------------------------------------------------------- handlers

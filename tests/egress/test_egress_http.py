@@ -13,7 +13,7 @@ from conftest import Upstream, make_policy
 
 from shieldwall.actions import Egress, ModelOutput, Verdict
 from shieldwall.egress.http_tool import EgressClient
-from shieldwall.egress.layer import egress_policy, register_http_tool
+from shieldwall.egress.layer import egress_policy
 from shieldwall.egress.markdown import MARKER
 from shieldwall.egress.ssrf import StaticResolver
 from shieldwall.errors import Denied
@@ -139,8 +139,7 @@ gate: {{layer_budget_ms: 10000}}  # a loaded CI machine must not turn into a tim
     wall = Shieldwall(policy, base_dir=tmp_path)
     egress_policy(wall).resolver.inner = StaticResolver(
         {"allowed.test": ["127.0.0.1"], "internal.allowed.test": ["10.0.0.7"]})
-    register_http_tool(wall)
-    return wall
+    return wall  # the policy names http_request: build() registered the built-in tool
 
 
 def test_egress_actions_are_decided_by_the_gate(tmp_path: Path, upstream: Upstream) -> None:

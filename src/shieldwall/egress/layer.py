@@ -107,13 +107,19 @@ def build(wall: Shieldwall) -> list[Layer]:
 
     layer = EgressLayer(policy, live_secrets=live_secrets,
                         output_urls=wall.policy.egress.output_urls)
+    if TOOL_NAME in wall.policy.tools and TOOL_NAME not in wall.tools:
+        # The policy names the built-in tool: provide it (a later @wall.tool replaces it).
+        register_http_tool(wall, policy=policy)
     return [layer]
 
 
-def register_http_tool(wall: Shieldwall, name: str = TOOL_NAME) -> None:
+def register_http_tool(wall: Shieldwall, name: str = TOOL_NAME,
+                       policy: EgressPolicy | None = None) -> None:
     """Register the built-in ``http_request`` tool on ``wall`` (grant it to roles in the
-    policy like any tool; the egress layer checks each call against ``egress:``)."""
+    policy like any tool; the egress layer checks each call against ``egress:``).
+    ``build`` does this by itself when the policy's ``tools:`` names ``http_request``."""
     from ..tools import spec_from_function
     from .http_tool import http_request_tool
 
-    wall.register_tool(spec_from_function(http_request_tool(egress_policy(wall)), name))
+    pol = policy if policy is not None else egress_policy(wall)
+    wall.register_tool(spec_from_function(http_request_tool(pol), name))

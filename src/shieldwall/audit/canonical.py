@@ -26,6 +26,7 @@ import base64
 import datetime as _dt
 import enum
 import json
+from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 from typing import Any
 
 _encoder = json.JSONEncoder(
@@ -61,8 +62,21 @@ _encoder_with_default = json.JSONEncoder(
 )
 
 
+# The C encoder, built once (JSONEncoder.encode builds it again on every call). No
+# circular-reference bookkeeping: a cycle ends in RecursionError, which is refused below.
+_fast: Any = None
+if c_make_encoder is not None:
+    _fast = c_make_encoder(None, _default, encode_basestring, None, ":", ",", True, False, False)
+
+
 def canonical_json(value: Any) -> bytes:
     """The canonical UTF-8 bytes of ``value`` (see the module docstring for the rules)."""
+    if _fast is not None and type(value) is dict:
+        try:
+            text = "".join(_fast(value, 0))
+        except RecursionError as exc:
+            raise ValueError("audit entry is nested too deeply or refers to itself") from exc
+        return text.encode("utf-8", "replace")
     try:
         text = _encoder.encode(value)
     except TypeError:

@@ -90,7 +90,9 @@ class EntryRedactor:
         for k, v in entry.items():
             key = k if type(k) is str else str(k)
             if key in ENVELOPE_KEYS:
-                out[key] = value(v)
+                t = type(v)
+                out[key] = v if (t is int or t is float or v is None or (t is str and self._redact is None)) \
+                    else value(v)
             elif self.is_sensitive(key):
                 out[self._str(key)] = REDACTED
             else:
@@ -101,19 +103,29 @@ class EntryRedactor:
         return self._redact(s) if self._redact is not None else s
 
     def _value(self, v: Any) -> Any:
+        # the hot path of every audit append: scalars are handled inline, without a call
         t = type(v)
+        redact = self._redact
         if t is str:
-            return self._redact(v) if self._redact is not None else v
-        if t is int or t is float or t is bool or v is None:
-            return v
+            return redact(v) if redact is not None else v
         if t is dict or isinstance(v, Mapping):
+            cache = self._cache
             out: dict[str, Any] = {}
             for k, x in v.items():
                 key = k if type(k) is str else str(k)
-                if self.is_sensitive(key):
-                    out[self._str(key)] = REDACTED
+                hit = cache.get(key)
+                if hit is None:
+                    hit = self.is_sensitive(key)
+                if redact is not None:
+                    key = redact(key)
+                if hit:
+                    out[key] = REDACTED
+                    continue
+                tx = type(x)
+                if tx is int or tx is float or tx is bool or x is None or (tx is str and redact is None):
+                    out[key] = x
                 else:
-                    out[self._str(key)] = self._value(x)
+                    out[key] = self._value(x)
             return out
         if t is list or t is tuple:
             return [self._value(x) for x in v]

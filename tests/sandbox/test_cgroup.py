@@ -41,7 +41,7 @@ def test_pids_limit_is_enforced_and_counted() -> None:
         pytest.skip(why)
     cg = cgroup.RunCgroup.create(layout, 64 << 20, 4)
     try:
-        out = subprocess.run(["sh", "-c", "for i in 1 2 3 4 5 6 7 8; do sleep 5 & done; wait"],
+        out = subprocess.run(["sh", "-c", "for i in 1 2 3 4 5 6 7 8; do sleep 1 & done; wait"],
                              preexec_fn=cg.join_in_child, capture_output=True, text=True,
                              timeout=20)
         assert "fork" in out.stderr.lower() or "resource" in out.stderr.lower()

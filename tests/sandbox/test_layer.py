@@ -33,7 +33,7 @@ def policy(**sandbox: Any) -> Policy:
         },
         "sandbox": {
             "backend": "bwrap",
-            "limits": {"wall": 5, "cpu": 1, "memory": "96M", "pids": 32, "disk": "8M",
+            "limits": {"wall": 2, "cpu": 1, "memory": "96M", "pids": 32, "disk": "8M",
                        "stdout": "64k"},
             "tools": {
                 "run_code": {"env": {"API_KEY": "{{secret:svc/key}}", "MODE": "test"},
@@ -98,7 +98,7 @@ def test_requested_limits_above_the_grant_are_capped(wall: Shieldwall) -> None:
         d = s.decide(CodeRun(code="pass", limits={"wall_s": 600, "memory_bytes": 1 << 40}))
         assert d.verdict == Verdict.CHANGES and d.rules() == ["sandbox.limits_capped"]
         assert isinstance(d.action, CodeRun)
-        assert d.action.limits == {"wall_s": 5.0, "memory_bytes": 96 << 20}
+        assert d.action.limits == {"wall_s": 2.0, "memory_bytes": 96 << 20}
         r = run_code(s, "import time; time.sleep(60)", limits={"wall_s": 600})
     assert r.error is not None and r.error.value == "timeout"
     assert r.usage.wall_s < 30

@@ -28,6 +28,7 @@ from .runner import Launch, execute
 from .types import ErrorKind, RunResult, RunSpec
 
 RUNTIME_OVERHEAD_BYTES = 192 << 20  # sentry + gofer resident memory, on top of the guest's
+RUNTIME_CPU_S = 1.0  # CPU the runtime spends booting and under ptrace, on top of the guest
 RUNTIME_THREADS = 256  # host threads of sentry and gofer (Go runtime), on top of the guest
 
 GUARANTEES = frozenset({
@@ -146,6 +147,8 @@ class GvisorBackend:
                 argv=argv, env={"PATH": SYSTEM_PATH}, limits=host_limits, backend=self.name,
                 pool=self._pool, cwd="/", stdin=spec.stdin, secrets=spec.secrets,
                 disk_usage=lambda: dir_usage(spec.workdir), signal_exit_codes=True,
+                # the Sentry does not stop a spinning guest at RLIMIT_CPU: watch the cgroup
+                cpu_watch_s=limits.cpu_s + RUNTIME_CPU_S,
             ))
             if r.error is ErrorKind.PIDS_LIMIT:  # host threads of the runtime, not the guest
                 r = replace(r, error=ErrorKind.KILLED, message="gVisor runtime thread limit reached")

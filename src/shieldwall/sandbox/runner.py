@@ -92,6 +92,9 @@ class Launch:
     disk_usage: Callable[[], int] | None = None  # bytes used in the work dir after the run
     # bwrap reports the sandboxed program's death by signal as exit 128+N; map it back
     signal_exit_codes: bool = False
+    # stop the run once the cgroup has used this much CPU (for runtimes that do not enforce
+    # RLIMIT_CPU themselves, e.g. gVisor's Sentry)
+    cpu_watch_s: float | None = None
 
 
 @dataclass
@@ -176,7 +179,13 @@ def _collect(launch: Launch, parked: Parked, stdin: bytes, t0: float,
         if remaining <= 0:
             stopped = ErrorKind.TIMEOUT
             break
-        for key, _ in sel.select(timeout=min(remaining, 0.25)):
+        if launch.cpu_watch_s is not None and cgroup is not None:
+            st_cpu = cgroup.stats()
+            if (st_cpu["cpu_user_us"] + st_cpu["cpu_sys_us"]) / 1e6 > launch.cpu_watch_s:
+                stopped = ErrorKind.CPU_LIMIT
+                break
+        tick = 0.1 if launch.cpu_watch_s is not None else 0.25
+        for key, _ in sel.select(timeout=min(remaining, tick)):
             fobj = key.fileobj
             if fobj == status_fd:
                 report = os.read(status_fd, 64).strip()
@@ -279,6 +288,8 @@ def _classify(launch: Launch, stopped: ErrorKind | None, exit_code: int | None,
     limits = launch.limits
     if stopped is ErrorKind.OUTPUT_LIMIT:
         return stopped, "output exceeded the cap; the run was stopped"
+    if stopped is ErrorKind.CPU_LIMIT:
+        return stopped, f"CPU limit of {limits.cpu_s} s reached; the run was stopped"
     if cg.get("oom_kills", 0) > 0:
         return ErrorKind.MEMORY_LIMIT, f"memory limit of {limits.memory_bytes} bytes reached"
     if exit_code == 0 and sig is None and stopped is None:

@@ -45,6 +45,7 @@ class SuiteReport:
     output_only_pairs: int = 0
     output_only_baseline: int = 0
     output_only_shieldwall: int = 0
+    injection_reached: int = 0  # pairs where the agent read the injected text through the gate
     refusals_benign: Counter[str] = field(default_factory=Counter)
     refusals_attack_calls: Counter[str] = field(default_factory=Counter)
     refusals_user_calls_attacked: Counter[str] = field(default_factory=Counter)
@@ -56,7 +57,7 @@ class SuiteReport:
         for name in ("user_tasks", "pairs", "baseline_benign", "baseline_attacks",
                      "baseline_utility_attacked", "benign_kept", "benign_kept_approved",
                      "benign_prompts", "attacks", "utility_attacked", "output_only_pairs",
-                     "output_only_baseline", "output_only_shieldwall"):
+                     "output_only_baseline", "output_only_shieldwall", "injection_reached"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.refusals_benign.update(other.refusals_benign)
         self.refusals_attack_calls.update(other.refusals_attack_calls)
@@ -72,7 +73,8 @@ class SuiteReport:
                            "benign_utility_with_approvals": self.benign_kept_approved,
                            "approval_prompts_benign": self.benign_prompts,
                            "attack_success": self.attacks,
-                           "utility_under_attack": self.utility_attacked},
+                           "utility_under_attack": self.utility_attacked,
+                           "injection_reached_agent": self.injection_reached},
             "output_only": {"pairs": self.output_only_pairs,
                             "baseline_success": self.output_only_baseline,
                             "shieldwall_success": self.output_only_shieldwall},
@@ -135,6 +137,7 @@ def run_suite(name: str, policy_path: Path, *, scope: str = "oracle",
             rep.baseline_attacks += bool(rb.security)
             rep.baseline_utility_attacked += rb.utility
             rep.attacks += bool(rw.security)
+            rep.injection_reached += rw.injection_seen
             rep.utility_attacked += rw.utility
             for c in rw.calls:
                 if c.outcome != "denied":
@@ -276,6 +279,11 @@ def _notes(reports: list[SuiteReport], total: SuiteReport, scope: str, pdir: Pat
                             "bare role."),
         "- Workspace injection tasks 6–13 ship an empty ground truth in agentdojo 0.1.35; "
         "the sequences used are Shieldwall's (`shieldwall/bench/agentdojo_truths.py`).",
+        "",
+        f"The injected text reached the agent through the gate in "
+        f"{_pct(total.injection_reached, total.pairs)} of the pairs (the rest were stopped "
+        "earlier: the read that carries it was refused), so the attack was met, not "
+        "dodged: the agent obeyed it and the gate refused what it tried.",
         "",
         "## Output-only injection task (reported apart)",
         "",

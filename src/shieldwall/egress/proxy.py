@@ -289,6 +289,15 @@ async def _read_chunked(reader: asyncio.StreamReader, limit: int,
             body += data
 
 
+async def _drain(writer: asyncio.StreamWriter, timeout: float) -> None:
+    """Flow control with a deadline: a client that stops reading is cut off, not waited on."""
+    try:
+        async with asyncio.timeout(timeout):
+            await writer.drain()
+    except TimeoutError:
+        raise _Closed() from None
+
+
 def _deny_reply(d: Decision) -> _Reply:
     rules = sorted({f.rule for f in d.deciding()})
     msg = "; ".join(f.message for f in d.deciding())
@@ -544,8 +553,8 @@ class EgressProxy:
                 if not data:
                     break
                 dst.write(data)
-                await dst.drain()
-        except (ConnectionError, TimeoutError):
+                await _drain(dst, idle)
+        except (ConnectionError, TimeoutError, _Closed):
             pass
         finally:
             try:
@@ -715,7 +724,7 @@ class EgressProxy:
                 up[0] = None
                 raise _Reply(502, "upstream response body incomplete", close=True) from None
             writer.write(head + data)
-            await writer.drain()
+            await _drain(writer, t)
             if not keep_up:
                 cur.writer.close()
                 up[0] = None
@@ -724,7 +733,7 @@ class EgressProxy:
 
         async def sink(b: bytes) -> None:
             writer.write(b)
-            await writer.drain()
+            await _drain(writer, t)
 
         try:
             if mode == "length":
@@ -735,7 +744,7 @@ class EgressProxy:
                         raise asyncio.IncompleteReadError(b"", remaining)
                     remaining -= len(chunk)
                     writer.write(chunk)
-                    await writer.drain()
+                    await _drain(writer, t)
             elif mode == "chunked":
                 await asyncio.wait_for(_read_chunked(cur.reader, limit, sink), t)
             elif mode == "eof":
@@ -748,9 +757,9 @@ class EgressProxy:
                     if total > limit:
                         raise _Closed()
                     writer.write(chunk)
-                    await writer.drain()
+                    await _drain(writer, t)
             else:
-                await writer.drain()
+                await _drain(writer, t)
         except (_Reply, _Closed, asyncio.IncompleteReadError, TimeoutError):
             # Mid-body failure: the status line is already out, so the only honest signal
             # left is to cut both connections.

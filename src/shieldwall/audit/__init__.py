@@ -49,9 +49,12 @@ class MemoryAuditLog:
     def __init__(self) -> None:
         self.entries: list[dict[str, Any]] = []
 
-    def append(self, entry: dict[str, Any]) -> int:
+    def append(self, entry: dict[str, Any], *, durable: bool | None = None) -> int:
         self.entries.append(entry)
         return len(self.entries) - 1
+
+    def flush(self) -> int:
+        return len(self.entries)
 
     def close(self) -> None:
         pass
@@ -60,8 +63,11 @@ class MemoryAuditLog:
 class NullAuditLog:
     """``audit.enabled: false``: nothing is written; every append returns -1."""
 
-    def append(self, entry: dict[str, Any]) -> int:
+    def append(self, entry: dict[str, Any], *, durable: bool | None = None) -> int:
         return -1
+
+    def flush(self) -> int:
+        return 0
 
     def close(self) -> None:
         pass

@@ -2,7 +2,7 @@
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-EXTRAS ?= dev,agentdojo
+EXTRAS ?= dev,agentdojo,test-vault
 
 .PHONY: setup demo test lint typecheck unit system services lock clean
 

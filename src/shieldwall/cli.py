@@ -23,7 +23,8 @@ approvals_app = typer.Typer(help="List and resolve pending approval requests.", 
 app.add_typer(approvals_app, name="approvals")
 
 # Faces that live in their rooms: (module, command name)
-_ROOM_CLIS = (("audit", "audit"), ("sandbox", "sandbox"), ("mcp", "mcp"), ("egress", "proxy"))
+_ROOM_CLIS = (("audit", "audit"), ("sandbox", "sandbox"), ("mcp", "mcp"), ("egress", "proxy"),
+              ("secrets", "secrets"))
 
 
 def _mount_rooms() -> None:

@@ -240,9 +240,11 @@ class Shieldwall:
             if sensitive:
                 args = {k: (REDACTED if k in sensitive else v) for k, v in args.items()}
             entry["args"] = self._redact_value(args)
-        for key in ("error",):
-            if isinstance(entry.get(key), str):
-                entry[key] = self._redact_text(entry[key])
+        # Findings quote evidence (the offending value) and other layers' messages: the
+        # live-secret redactor runs over them too before anything is written.
+        for key in ("error", "findings", "url"):
+            if key in entry:
+                entry[key] = self._redact_value(entry[key])
         return entry
 
     def close(self) -> None:

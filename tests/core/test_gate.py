@@ -163,3 +163,12 @@ def test_denied_for_model_hides_evidence(wall):
         s.call("read_document", {"path": "../secret.txt"})
     assert "../secret.txt" not in e.value.for_model()
     assert "args.path_outside_root" in e.value.for_model()
+
+
+def test_finding_evidence_is_redacted_in_audit(example_policy, example_dir):
+    w = make_wall(example_policy, example_dir)
+    w.set_redactor(lambda t: t.replace("sk_live_abc123", "[REDACTED]"))
+    with w.session(agent="a", role="operator") as s, pytest.raises(Denied):
+        s.call("update_order_status", {"order_id": "sk_live_abc123", "status": "shipped"})
+    assert "sk_live_abc123" not in repr(w.audit.entries)
+    assert w.audit.entries[-1]["findings"][0]["rule"] == "args.pattern"

@@ -261,3 +261,15 @@ def test_closed_sandbox_refuses_runs() -> None:
     sb.close()
     with pytest.raises(SandboxError, match="closed"):
         sb.run_code("pass")
+
+
+@pytest.mark.parametrize("need", ["proxy_network", "subprocesses", "no_network"])
+def test_auto_picks_a_backend_that_claims_what_is_needed(need: str) -> None:
+    b = backends.select(needs=frozenset({need}))
+    assert need in b.guarantees
+
+
+def test_naming_a_backend_that_lacks_a_need_is_refused() -> None:
+    backend_or_skip("wasm")
+    with pytest.raises(SandboxError, match="does not provide"):
+        Sandbox(SMALL, backend="wasm", needs=["subprocesses"])

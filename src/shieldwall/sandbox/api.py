@@ -36,13 +36,19 @@ class Sandbox:
         network: NetworkMode = "none",
         proxy_socket: str | None = None,
         cgroup_root: str | None = None,
+        needs: Sequence[str] = (),
     ) -> None:
+        """``backend="auto"`` picks the strongest available backend that claims every
+        guarantee in ``needs`` (e.g. ``["subprocesses"]`` to run commands, not only Python;
+        see :data:`shieldwall.sandbox.protocol.GUARANTEES`)."""
         if isinstance(limits, Limits):
             self.limits = limits
         else:
             self.limits = Limits().merged(limits)
         if isinstance(backend, str):
-            self.backend = backends.get(backend, allow_weak=allow_weak, cgroup_root=cgroup_root)
+            need = set(needs) | ({"proxy_network"} if network == "proxy" else set())
+            self.backend = backends.get(backend, allow_weak=allow_weak, cgroup_root=cgroup_root,
+                                        needs=frozenset(need))
         else:
             self.backend = backend
         if network == "proxy" and "proxy_network" not in self.backend.guarantees:

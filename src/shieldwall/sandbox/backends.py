@@ -32,10 +32,11 @@ def _make(name: str, cgroup_root: str | None) -> Backend:
 
 
 def get(name: str, *, allow_weak: bool = False, cgroup_root: str | None = None,
-        need_argv: bool = False) -> Backend:
-    """The backend ``name`` ("auto" = strongest available), or :class:`SandboxError`."""
+        needs: frozenset[str] = frozenset()) -> Backend:
+    """The backend ``name`` ("auto" = strongest available that claims every guarantee in
+    ``needs``), or :class:`SandboxError`."""
     if name == "auto":
-        return select(allow_weak=allow_weak, cgroup_root=cgroup_root, need_argv=need_argv)
+        return select(allow_weak=allow_weak, cgroup_root=cgroup_root, needs=needs)
     if name == "process" and not allow_weak:
         raise WeakSandboxRefused(
             "the 'process' backend is not isolation; set sandbox.allow_weak: true to use it")
@@ -43,19 +44,23 @@ def get(name: str, *, allow_weak: bool = False, cgroup_root: str | None = None,
     ok, why = b.available()
     if not ok:
         raise SandboxError(f"sandbox backend {name!r} is not available: {why}")
+    missing = needs - b.guarantees
+    if missing:
+        raise SandboxError(f"sandbox backend {name!r} does not provide {sorted(missing)}")
     return b
 
 
 def select(*, allow_weak: bool = False, cgroup_root: str | None = None,
-           need_argv: bool = False) -> Backend:
+           needs: frozenset[str] = frozenset()) -> Backend:
     reasons = []
     for name in NAMES:  # strongest first
         if name == "process" and not allow_weak:
             reasons.append("process: refused (sandbox.allow_weak is false)")
             continue
         b = _make(name, cgroup_root)
-        if need_argv and "subprocesses" not in b.guarantees:
-            reasons.append(f"{name}: runs Python code only")
+        missing = needs - b.guarantees
+        if missing:
+            reasons.append(f"{name}: lacks {', '.join(sorted(missing))}")
             continue
         ok, why = b.available()
         if ok:

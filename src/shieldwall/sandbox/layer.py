@@ -38,20 +38,20 @@ class SandboxLayer:
 
     def __init__(self, wall: Shieldwall | None = None) -> None:
         self._wall = wall
-        self._backend_ok: dict[tuple[str, bool], tuple[bool, str]] = {}
+        self._backend_ok: dict[tuple[str, frozenset[str]], tuple[bool, str]] = {}
 
     def settings(self, session: SessionState, tool: str) -> Settings:
         return resolve(session.policy.sandbox, session.role, tool)
 
-    def _backend(self, s: Settings, need_argv: bool) -> tuple[bool, str]:
-        key = (s.backend, need_argv)
+    def _backend(self, s: Settings, needs: frozenset[str]) -> tuple[bool, str]:
+        key = (s.backend, needs)
         if key not in self._backend_ok:
             from . import backends
             from .types import SandboxError
 
             try:
                 backends.get(s.backend, allow_weak=s.allow_weak, cgroup_root=s.cgroup_root,
-                             need_argv=need_argv)
+                             needs=needs)
                 self._backend_ok[key] = (True, "")
             except SandboxError as e:
                 self._backend_ok[key] = (False, str(e))
@@ -77,7 +77,10 @@ class SandboxLayer:
             return Outcome((_deny("sandbox.code_too_large",
                                   f"{action.tool}: {size} bytes of code exceed "
                                   f"sandbox.max_code_bytes ({s.max_code_bytes})"),))
-        ok, why = self._backend(s, need_argv=lang == "sh")
+        needs = {"subprocesses"} if lang == "sh" else set()
+        if s.network == "proxy":
+            needs.add("proxy_network")
+        ok, why = self._backend(s, frozenset(needs))
         if not ok:
             return Outcome((_deny("sandbox.backend_unavailable", why),))
         return self._limits(action, s.limits)

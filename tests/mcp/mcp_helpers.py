@@ -51,10 +51,10 @@ def write_policy(tmp: Path, body: str, name: str = "shieldwall.yaml") -> Path:
 
 
 @asynccontextmanager
-async def stdio_session(argv: list[str], *, errlog: Any = None,
-                        message_handler: Any = None) -> AsyncIterator[ClientSession]:
+async def stdio_session(argv: list[str], *, errlog: Any = None, message_handler: Any = None,
+                        env: dict[str, str] | None = None) -> AsyncIterator[ClientSession]:
     params = StdioServerParameters(command=argv[0], args=argv[1:],
-                                   env={"PYTHONPATH": os.pathsep.join(sys.path)})
+                                   env={"PYTHONPATH": os.pathsep.join(sys.path), **(env or {})})
     kw = {"errlog": errlog} if errlog is not None else {}
     async with stdio_client(params, **kw) as (r, w), ClientSession(
             r, w, message_handler=message_handler) as s:

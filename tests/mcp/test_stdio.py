@@ -123,23 +123,37 @@ def test_server_crash_mid_call_is_reported_and_proxy_recovers(tmp_path: Path, re
 
 
 def test_results_pass_the_result_layers(tmp_path: Path, rec: Path) -> None:
-    """fetch_page is marked untrusted: its text comes back inside the session's
-    spotlight boundary (detect room) — or is refused if the injection scan fires."""
+    """Untrusted results are scanned (an injection is refused: the detect room's default)
+    and benign untrusted text comes back inside the session's spotlight boundary."""
     pytest.importorskip("shieldwall.detect.layer")
-    pol = write_policy(tmp_path, POLICY + "detect:\n  results:\n    on_injection: annotate\n")
+    pol = write_policy(tmp_path, """
+roles:
+  reader:
+    tools: [fetch_page, echo]
+tools:
+  fetch_page:
+    result: {trusted: false}
+  echo:
+    result: {trusted: false}
+mcp:
+  pin: "off"
+""")
 
     async def main() -> None:
         with anyio.fail_after(40):
             async with stdio_session(wrap(pol, server_cmd("leaky", rec))) as s:
                 res = await s.call_tool("fetch_page", {"url": "https://example.com"})
-                body = text_of(res)
-                assert not res.is_error
-                assert "ignore all previous instructions" in body
-                assert body.startswith("<<") and "source=fetch_page" in body
-                trusted = await s.call_tool("echo", {"text": "plain"})
-                assert text_of(trusted) == "plain"
+                assert res.is_error
+                assert any(r.startswith("detect.injection") for r in res.meta["shieldwall"]["rules"])
+                assert "ignore all previous instructions" not in text_of(res)
+                plain = await s.call_tool("echo", {"text": "Quarterly numbers attached."})
+                body = text_of(plain)
+                assert not plain.is_error
+                assert body.startswith("<<") and "source=echo" in body
+                assert "Quarterly numbers attached." in body
 
     anyio.run(main)
+    assert [c["tool"] for c in calls(rec)] == ["fetch_page", "echo"]
 
 
 def test_call_waits_for_a_person_and_runs_once_approved(tmp_path: Path, rec: Path) -> None:
@@ -187,3 +201,34 @@ approvals:
     anyio.run(main)
     assert seen == [{"tool": "add", "args": {"a": 2, "b": 40}}]
     assert calls(rec) == [{"method": "tools/call", "tool": "add", "args": {"a": 2, "b": 40}}]
+
+
+def test_secret_resolved_after_the_gate_and_redacted_from_the_result(tmp_path: Path, rec: Path) -> None:
+    """The model passes a placeholder; the real key is put in only for the upstream call
+    and is redacted when the server echoes it back (secrets room's result layer)."""
+    pytest.importorskip("shieldwall.secrets.layer")
+    key = "sk_live_4eC39HqLyjWDarjtT1zdp7dc"
+    pol = write_policy(tmp_path, """
+roles:
+  reader:
+    tools: [login]
+secrets:
+  grants:
+    login: [billing/api_key]
+mcp:
+  pin: "off"
+""")
+
+    async def main() -> None:
+        with anyio.fail_after(40):
+            async with stdio_session(wrap(pol, server_cmd("leaky", rec)),
+                                     env={"SHIELDWALL_SECRET_BILLING_API_KEY": key}) as s:
+                res = await s.call_tool("login", {"api_key": "{{secret:billing/api_key}}"})
+                assert not res.is_error, text_of(res)
+                assert key not in text_of(res)
+                assert "[REDACTED]" in text_of(res) and "account 42" in text_of(res)
+                raw = await s.call_tool("login", {"api_key": key})  # the live value itself
+                assert raw.is_error and "secrets.live_value_in_args" in text_of(raw)
+
+    anyio.run(main)
+    assert calls(rec) == [{"method": "tools/call", "tool": "login", "args": {"api_key": key}}]

@@ -26,6 +26,12 @@ async def crash(args, ctx):
     os._exit(3)
 
 
+@kit.tool("login", "Log in to the billing API.", {"api_key": {"type": "string"}}, ["api_key"])
+async def login(args, ctx):
+    # a careless server that echoes the credential it was given
+    return f"logged in with key {args['api_key']} (account 42)"
+
+
 @kit.tool("echo", "Echo.", {"text": {"type": "string"}}, ["text"])
 async def echo(args, ctx):
     return args["text"]

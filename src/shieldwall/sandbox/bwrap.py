@@ -12,6 +12,7 @@ and ``/root``), so even a kernel bug in the user namespace meets an unprivileged
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import shutil
@@ -88,6 +89,7 @@ class BwrapBackend:
     def _etc_dir(self) -> str:
         if not (self._etc and os.path.isdir(self._etc)):
             self._etc = make_etc_dir()
+            atexit.register(shutil.rmtree, self._etc, True)
         return self._etc
 
     # ----------------------------------------------------------------- the command

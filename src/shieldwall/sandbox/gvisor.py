@@ -13,6 +13,7 @@ its own state directory, removed afterwards.
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import json
 import os
@@ -74,8 +75,10 @@ class GvisorBackend:
                     os.symlink(os.readlink("/" + top), os.path.join(d, top))
             os.chmod(d, 0o755)  # noqa: S103 - an empty read-only skeleton
             self._skeleton = d
+            atexit.register(shutil.rmtree, d, True)
         if self._etc is None or not os.path.isdir(self._etc):
             self._etc = make_etc_dir()
+            atexit.register(shutil.rmtree, self._etc, True)
         return self._skeleton, self._etc
 
     def _config(self, spec: RunSpec) -> dict[str, Any]:

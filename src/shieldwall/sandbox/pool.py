@@ -94,6 +94,7 @@ class WarmPool:
         self.secrets = dict(secrets or {})
         self.size = size
         self._ready: list[_Worker] = []
+        self._dropping: list[threading.Thread] = []
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._closed = False
@@ -164,7 +165,10 @@ class WarmPool:
         try:
             return finish(w.started, struct.pack(">I", len(payload)) + payload, w.status_fd)
         finally:
-            threading.Thread(target=w.drop, daemon=True).start()
+            t = threading.Thread(target=w.drop, daemon=True)
+            t.start()
+            with self._lock:
+                self._dropping = [x for x in self._dropping if x.is_alive()] + [t]
             self._wake.set()
 
     def run_code(self, code: str) -> RunResult:
@@ -181,8 +185,13 @@ class WarmPool:
         self._wake.set()
         with self._lock:
             items, self._ready = self._ready, []
+            dropping, self._dropping = self._dropping, []
         for w in items:
             _drop(w)
+        for t in dropping:
+            t.join(timeout=5)
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
 
     def __enter__(self) -> WarmPool:
         return self

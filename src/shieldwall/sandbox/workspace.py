@@ -81,7 +81,8 @@ class WorkDir:
         base.mkdir(parents=True, exist_ok=True, mode=0o711)
         with contextlib.suppress(OSError):
             os.chmod(base, 0o711)  # noqa: S103 - traversable by the sandbox uid, not listable
-        self.outer = tempfile.mkdtemp(prefix="sb-", dir=base)
+        _sweep_once(base)
+        self.outer = tempfile.mkdtemp(prefix=f"sb-{os.getpid()}-", dir=base)
         os.chmod(self.outer, 0o711)  # noqa: S103 - see above
         self.path = os.path.join(self.outer, "w")
         os.mkdir(self.path, 0o700)
@@ -210,6 +211,25 @@ class WorkDir:
             for f in files + [d for d in dirs if os.path.islink(os.path.join(root, d))]:
                 out.append(f if rel == "." else f"{rel}/{f}")
         return sorted(out)
+
+
+_swept: set[str] = set()
+
+
+def _sweep_once(base: Path) -> None:
+    """Once per process and base: remove work directories left by dead processes."""
+    key = f"{os.getpid()}:{base}"
+    if key in _swept:
+        return
+    _swept.add(key)
+    for d in base.glob("sb-*-*"):
+        pid = d.name.split("-")[1]
+        if not pid.isdigit() or Path(f"/proc/{pid}").exists():
+            continue
+        inner = d / "w"
+        if os.path.ismount(inner):
+            umount(str(inner))
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def _copy_tree(src: str, dst: str, uid: int | None, gid: int | None) -> None:

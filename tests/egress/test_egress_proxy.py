@@ -516,3 +516,14 @@ audit: {{path: audit.db}}
         proc.terminate()
         proc.wait(10)
     assert [s["path"] for s in upstream.seen] == ["/cli"]
+
+
+def test_decisions_in_worker_threads(upstream: Upstream) -> None:
+    pt = start_proxy(upstream, settings=ProxySettings(header_timeout=1.0, decide_in_threads=True))
+    try:
+        assert pt.proxy.decide_in_thread
+        with client(pt) as c:
+            assert c.get(f"http://allowed.test:{upstream.port}/t").status_code == 200
+            assert c.get("http://evil.test/").headers["x-shieldwall-reason"] == "egress.host_not_allowed"
+    finally:
+        pt.stop()

@@ -141,7 +141,8 @@ def command(
     n_large: Annotated[int, typer.Option(help="requests per phase for 1 MB bodies")] = 100,
     concurrency: Annotated[int, typer.Option(help="keep-alive connections in the throughput phase")] = 4,
     seconds: Annotated[float, typer.Option(help="time cap per phase")] = 10.0,
-    inline: Annotated[bool, typer.Option(help="decide on the event loop, not in worker threads")] = False,
+    threads: Annotated[bool, typer.Option(help="decide in worker threads, not on the event loop")] = False,
+    uvloop: Annotated[bool, typer.Option(help="run the proxy on uvloop when it is installed")] = True,
     out: Annotated[Path, typer.Option(help="folder for the markdown table")] = Path("benchmarks"),
 ) -> None:
     """Requests/s and added p50/p99 latency through the proxy vs direct (loopback)."""
@@ -167,14 +168,16 @@ def command(
     wall = Shieldwall(policy, base_dir=tmp)
     pol = egress_policy(wall)
 
-    loop = asyncio.new_event_loop()
+    from ..egress.proxy import new_event_loop
+
+    loop, loop_name = new_event_loop(uvloop)
     proxies: dict[str, int] = {}
     ready = threading.Event()
 
     async def start() -> None:
         for name, decide in (("policy", policy_decider(pol)), ("gate", session_decider(wall))):
             p = EgressProxy(pol, decide, settings=policy.egress.proxy,
-                            decide_in_thread=not inline)
+                            decide_in_thread=threads)
             bound = await p.start("127.0.0.1", 0)
             proxies[name] = int(bound[0].rsplit(":", 1)[1])
         ready.set()
@@ -244,8 +247,8 @@ def command(
         "`proxy (policy)` decides with the egress policy alone (host, SSRF, method, content "
         "inspection); `proxy (gate)` decides through a Session: identity, policy, egress, flow, "
         "budget layers and an SQLite audit entry per request.",
-        f"Decisions run {'on the event loop' if inline else 'in worker threads'} "
-        "(`--inline` switches).",
+        f"Decisions run {'in worker threads' if threads else 'on the event loop'} "
+        f"(`--threads` switches); the proxy's event loop: {loop_name}.",
         "Targets (issue 6): ≥ 0.5× direct throughput; ≤ 1 ms added p50 for small requests.",
         "Command: `shieldwall bench egress`",
     ]

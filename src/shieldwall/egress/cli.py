@@ -28,13 +28,12 @@ def serve(
     X-Shieldwall-Reason."""
     if ctx.invoked_subcommand is not None:
         return
-    import asyncio
     import logging
 
     from ..errors import PolicyError
     from ..wall import Shieldwall
     from .layer import egress_policy
-    from .proxy import EgressProxy, session_decider
+    from .proxy import EgressProxy, new_event_loop, session_decider
     from .proxy import serve as run
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -56,11 +55,13 @@ def serve(
     def ready(bound: list[str]) -> None:
         typer.echo("shieldwall proxy listening on " + ", ".join(bound))
 
+    loop, _ = new_event_loop()
     try:
-        asyncio.run(run(proxy, tcp, sock, ready))
+        loop.run_until_complete(run(proxy, tcp, sock, ready))
     except KeyboardInterrupt:
         pass
     finally:
+        loop.close()
         wall.close()
 
 

@@ -11,8 +11,9 @@ Robustness: request heads have a size limit (431) and a deadline (408, so slowlo
 clients cannot hold a slot), bodies have a size limit (413) and a deadline, malformed
 requests get 400, and ambiguous framing (``Content-Length`` with ``Transfer-Encoding``,
 conflicting lengths, obsolete line folding) is refused: no request smuggling. Each
-connection is its own task; decisions run in worker threads so a slow check or audit
-write never stalls the event loop.
+connection is its own task; DNS is resolved off the loop before deciding; decisions run
+on the loop (fastest) or, with ``egress.proxy.decide_in_threads``, in worker threads so
+a remote store's latency never holds up other connections.
 """
 
 from __future__ import annotations
@@ -327,7 +328,7 @@ class EgressProxy:
         event: Callable[[dict[str, Any]], None] | None = None,
         upstream_ssl: ssl.SSLContext | None = None,
         workers: int = 8,
-        decide_in_thread: bool = True,
+        decide_in_thread: bool | None = None,
     ) -> None:
         self.policy = policy
         self.decide = decide
@@ -337,7 +338,8 @@ class EgressProxy:
         self.event = event
         self.upstream_ssl = upstream_ssl
         self.servers: list[asyncio.Server] = []
-        self.decide_in_thread = decide_in_thread
+        self.decide_in_thread = (self.settings.decide_in_threads if decide_in_thread is None
+                                 else decide_in_thread)
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sw-proxy")
         self._active = 0
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -785,6 +787,22 @@ def policy_decider(policy: EgressPolicy,
         return Decision(v, action, tuple(fs))
 
     return decide
+
+
+def new_event_loop(prefer_uvloop: bool = True) -> tuple[asyncio.AbstractEventLoop, str]:
+    """An event loop for the proxy: uvloop when installed (``shieldwall[proxy]``), else
+    the standard one. Returns the loop and its name."""
+    if prefer_uvloop:
+        try:
+            import uvloop  # type: ignore[import-not-found,unused-ignore]
+        except ImportError:
+            pass
+        else:
+            from importlib.metadata import version
+
+            loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+            return loop, f"uvloop {version('uvloop')}"
+    return asyncio.new_event_loop(), "asyncio"
 
 
 async def serve(proxy: EgressProxy, listen: str | None, unix_path: str | None,

@@ -86,6 +86,12 @@ class ProxySettings(_Strict):
     body_timeout: float = Field(default=30.0, gt=0)
     idle_timeout: float = Field(default=60.0, gt=0, description="keep-alive and tunnel idle time")
     max_connections: int = Field(default=512, ge=1)
+    decide_in_threads: bool = Field(
+        default=False,
+        description="decide in worker threads instead of on the event loop: lower latency "
+        "off, but turn it on when the gate's stores are remote (PostgreSQL, Redis) so a slow "
+        "store never holds up other connections",
+    )
     connect_tunnels: bool = Field(
         default=True, description="allow CONNECT to allowed host:port (content is not inspected)"
     )

@@ -44,8 +44,9 @@ mcp:
 """
 
 
-def _serve(tmp: Path, upstream: list[str], port: int, *extra: str) -> subprocess.Popen[Any]:
-    pol = write_policy(tmp, POLICY)
+def _serve(tmp: Path, upstream: list[str], port: int, *extra: str,
+           policy: str = POLICY) -> subprocess.Popen[Any]:
+    pol = write_policy(tmp, policy)
     log = (tmp / "serve.log").open("w")
     proc = subprocess.Popen(gateway("serve", "--policy", str(pol), "--port", str(port), *extra,
                                     *upstream), stdout=log, stderr=subprocess.STDOUT)
@@ -214,3 +215,66 @@ def test_mutual_tls_requires_a_client_certificate(tmp_path: Path, rec: Path) -> 
     finally:
         stop(proc)
     assert [x["tool"] for x in calls(rec)] == ["echo"]
+
+
+# --------------------------------------------------------------------------- other servers
+
+
+def test_rug_pull_and_crash_over_http(tmp_path: Path, rec: Path) -> None:
+    """Drift blocks over HTTP too (list_changed reaches the client on its GET stream), and
+    a server that dies mid-call is reported and restarted."""
+    import mcp.types as mt
+
+    from shieldwall.mcp.pin import LockFile, ToolManifest
+
+    rug_rec, leak_rec = tmp_path / "rug.jsonl", tmp_path / "leak.jsonl"
+    policy = POLICY.replace("tools: [echo, add]", "tools: [echo, get_weather, get_time, crash]")
+    lf = LockFile(tmp_path / "shieldwall.lock")
+    lf.pin("rugpull-server", "1.0.0", [
+        ToolManifest("get_weather", "Get the weather for a city.", {
+            "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}),
+        ToolManifest("get_time", "Get the time.", {"type": "object", "properties": {},
+                                                   "required": []})])
+    lf.save()
+    rug_port, leak_port = free_port(), free_port()
+    rug = _serve(tmp_path, ["--", *server_cmd("rugpull", rug_rec)], rug_port,
+                 policy=policy.replace('pin: "off"', "pin: enforce"))
+    (tmp_path / "leaky").mkdir()
+    leak = _serve(tmp_path / "leaky", ["--", *server_cmd("leaky", leak_rec)], leak_port,
+                  policy=policy)
+    changed = anyio.Event()
+
+    async def on_message(msg: Any) -> None:
+        if isinstance(msg, mt.ToolListChangedNotification):
+            changed.set()
+
+    async def main() -> None:
+        hdr = {"Authorization": f"Bearer {READER_TOKEN}"}
+        with anyio.fail_after(60):
+            async with httpx2.AsyncClient(headers=hdr) as hc, streamable_http_client(
+                    f"http://127.0.0.1:{rug_port}/mcp", http_client=hc) as (r, w), \
+                    ClientSession(r, w, message_handler=on_message) as s:
+                await s.initialize()
+                assert sorted(t.name for t in (await s.list_tools()).tools) == [
+                    "get_time", "get_weather"]
+                assert text_of(await s.call_tool("get_weather", {"city": "Rome"})) == "Sunny in Rome"
+                with anyio.fail_after(20):
+                    await changed.wait()
+                assert [t.name for t in (await s.list_tools()).tools] == ["get_time"]
+                blocked = await s.call_tool("get_weather", {"city": "Rome"})
+                assert blocked.is_error and "mcp.manifest_drift" in text_of(blocked)
+            async with httpx2.AsyncClient(headers=hdr) as hc, streamable_http_client(
+                    f"http://127.0.0.1:{leak_port}/mcp", http_client=hc) as (r, w), \
+                    ClientSession(r, w) as s:
+                await s.initialize()
+                crashed = await s.call_tool("crash", {})
+                assert crashed.is_error and "down" in text_of(crashed)
+                assert text_of(await s.call_tool("echo", {"text": "back"})) == "back"
+
+    try:
+        anyio.run(main)
+    finally:
+        stop(rug)
+        stop(leak)
+    assert [c["tool"] for c in calls(rug_rec)] == ["get_weather"]
+    assert [c["tool"] for c in calls(leak_rec)] == ["crash", "echo"]

@@ -35,6 +35,32 @@ def _policy(path: Path) -> Any:
         _fail(str(e))
 
 
+def _first_error(e: BaseException) -> BaseException:
+    """The first leaf of an exception group (task groups wrap what their tasks raise)."""
+    while isinstance(e, BaseExceptionGroup) and e.exceptions:
+        e = e.exceptions[0]
+    return e
+
+
+def _run(fn: Any) -> None:
+    """``anyio.run(fn)``; a Shieldwall error ends the command with its message."""
+    import anyio
+
+    from ..errors import ShieldwallError
+
+    try:
+        anyio.run(fn)
+    except KeyboardInterrupt:
+        pass
+    except BaseExceptionGroup as g:
+        leaf = _first_error(g)
+        if isinstance(leaf, ShieldwallError):
+            _fail(str(leaf), 1)
+        if isinstance(leaf, KeyboardInterrupt):
+            return
+        raise
+
+
 def lock_path(policy_path: Path, policy: Any, override: Path | None) -> Path:
     if override is not None:
         return override
@@ -88,7 +114,6 @@ def wrap(
     Example: shieldwall mcp wrap --policy shieldwall.yaml --agent bot --role reader --
     npx -y @modelcontextprotocol/server-everything
     """
-    import anyio
 
     from ..errors import ShieldwallError
     from .proxy import GatedProxy, Identity
@@ -105,11 +130,9 @@ def wrap(
     except ShieldwallError as e:
         _fail(str(e))
     try:
-        anyio.run(proxy.serve_stdio)
+        _run(proxy.serve_stdio)
     except ShieldwallError as e:
         _fail(str(e), 1)
-    except KeyboardInterrupt:
-        pass
     finally:
         proxy.close()
         wall.close()
@@ -130,7 +153,6 @@ def serve(
         help="CA bundle for client certificates: enables mutual TLS (cert required)")] = None,
 ) -> None:
     """Expose the gated server over Streamable HTTP with a bearer token per agent."""
-    import anyio
 
     from ..errors import ShieldwallError
     from .http import HttpSettings, load_tokens, serve_http
@@ -154,11 +176,9 @@ def serve(
                             keyfile=str(tls_key) if tls_key else None,
                             client_ca=str(client_ca) if client_ca else None)
     try:
-        anyio.run(lambda: serve_http(wall, spec, pins, tokens, pol.mcp, settings))
+        _run(lambda: serve_http(wall, spec, pins, tokens, pol.mcp, settings))
     except ShieldwallError as e:
         _fail(str(e), 1)
-    except KeyboardInterrupt:
-        pass
     finally:
         wall.close()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -48,6 +49,12 @@ def _run(fn: Any) -> None:
 
     from ..errors import ShieldwallError
 
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    # SIGTERM unwinds like Ctrl-C, so the upstream is stopped and the audit log flushed
+    # (uvicorn re-raises the signal it caught once it has shut down)
+    signal.signal(signal.SIGTERM, interrupt)
     try:
         anyio.run(fn)
     except KeyboardInterrupt:

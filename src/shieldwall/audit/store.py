@@ -55,12 +55,6 @@ class WriterState:
     head_timestamp_ms: int
 
 
-def _text(v: Any) -> str | None:
-    if v is None:
-        return None
-    return v if isinstance(v, str) else str(v)
-
-
 def entry_time(v: Any) -> float | None:
     """Seconds since the epoch from a number or an ISO 8601 string (naive = UTC)."""
     if v is None or isinstance(v, bool):
@@ -80,21 +74,19 @@ def entry_time(v: Any) -> float | None:
 
 def columns_of(entry: Mapping[str, Any]) -> tuple[Any, ...]:
     """The query columns of one entry, in ``COLUMNS`` order."""
-    findings = entry.get("findings") or ()
-    rules: list[str] = []
-    if isinstance(findings, (list, tuple)):
-        for f in findings:
-            if isinstance(f, Mapping) and f.get("rule") is not None:
-                rules.append(str(f["rule"]))
+    g = entry.get
+    findings = g("findings")
+    rules = ""
+    if findings and isinstance(findings, (list, tuple)):
+        ids = [str(f["rule"]) for f in findings if isinstance(f, Mapping) and f.get("rule") is not None]
+        if ids:
+            rules = "|" + "|".join(ids) + "|"
+    t = g("time")
     return (
-        entry_time(entry.get("time")),
-        _text(entry.get("session")),
-        _text(entry.get("agent")),
-        _text(entry.get("tool")),
-        _text(entry.get("verdict")),
-        _text(entry.get("kind")),
-        _text(entry.get("event")),
-        ("|" + "|".join(rules) + "|") if rules else "",
+        float(t) if type(t) is float or type(t) is int else entry_time(t),
+        *[v if v is None or type(v) is str else str(v)
+          for v in (g("session"), g("agent"), g("tool"), g("verdict"), g("kind"), g("event"))],
+        rules,
     )
 
 

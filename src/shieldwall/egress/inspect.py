@@ -154,15 +154,23 @@ class Inspector:
                     evidence=f"body: {len(body)} bytes", severity=Severity.MEDIUM,
                 )
             ]
-        parts: list[tuple[str, bytes, bool]] = [("url", url.encode("utf-8", "replace"), True)]
+        head: list[tuple[str, bytes, bool]] = [("url", url.encode("utf-8", "replace"), True)]
         for k, v in headers.items():
             if k.lower() not in self.ignore:
-                parts.append((f"header {k}", f"{k}: {v}".encode("utf-8", "replace"), True))
-        if body:
-            parts.append(("body", body, False))
+                head.append((f"header {k}", f"{k}: {v}".encode("utf-8", "replace"), True))
         matcher = self._secrets(live_secrets) if s.secrets else None
-        for where, text, short in parts:
-            f = self._inspect_text(where, text, short, matcher)
+        # Fast path: URL and headers in one pass ('\n' ends every run and token); only a
+        # hit is worth a second look, part by part, to say where it is.
+        joined = b"\n".join(t for _, t, _ in head)
+        if self._inspect_text("request head", joined, True, matcher) is not None:
+            for where, text, short in head:
+                f = self._inspect_text(where, text, short, matcher)
+                if f is not None:
+                    findings.append(f)
+            if not findings:  # pragma: no cover - a hit that no single part shows
+                findings.append(self._inspect_text("request head", joined, True, matcher))  # type: ignore[arg-type]
+        if body:
+            f = self._inspect_text("body", body, False, matcher)
             if f is not None:
                 findings.append(f)
         return findings

@@ -327,6 +327,7 @@ class EgressPolicy:
         self.ports = frozenset(self.section.ports)
         self.limits = self.section.limits
         self.exceptions = PrivateExceptions.parse(self.section.allow_private)
+        self._blocked_cache: dict[IPAddress, str | None] = {}
         rules = [_compile_host(h) for h in self.section.allow_hosts]
         self._exact: dict[str, list[int | None]] = {}
         self._suffixes: list[_HostRule] = []
@@ -437,9 +438,19 @@ class EgressPolicy:
             m,
         )
 
+    def _blocked(self, ip: IPAddress) -> str | None:
+        # Pure function of the address under this policy's exceptions: memoised (bounded).
+        try:
+            return self._blocked_cache[ip]
+        except KeyError:
+            cat = blocked_reason(ip, self.exceptions)
+            if len(self._blocked_cache) < 65536:
+                self._blocked_cache[ip] = cat
+            return cat
+
     def _address_finding(self, host: str, addrs: list[IPAddress]) -> Finding | None:
         for a in addrs:
-            cat = blocked_reason(a, self.exceptions)
+            cat = self._blocked(a)
             if cat is not None:
                 shown = host if str(a) == host else f"{host} -> {a}"
                 return _finding(

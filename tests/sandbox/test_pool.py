@@ -75,3 +75,9 @@ def test_closed_pool_refuses() -> None:
     p.close()
     with pytest.raises(Exception, match="closed"):
         p.run_code("pass")
+
+
+def test_argv_exit_status_and_missing_command(pool: WarmPool) -> None:
+    assert pool.run(["sh", "-c", "exit 7"]).exit_code == 7
+    r = pool.run(["no-such-command-here"])
+    assert r.exit_code == 127 and "no-such-command-here" in r.stderr

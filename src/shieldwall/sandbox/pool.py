@@ -46,7 +46,19 @@ def _zygote():
     os.dup2(fd, 0)
     os.close(fd)
     if req.get("argv"):
-        os.execvp(req["argv"][0], req["argv"])
+        # run the command as a child so its end can be reported before the teardown
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.execvp(req["argv"][0], req["argv"])
+            except OSError as e:
+                os.write(2, ("%s: %s\n" % (req["argv"][0], e.strerror)).encode())
+                os._exit(127)
+        st = os.waitpid(pid, 0)[1]
+        rc = os.waitstatus_to_exitcode(st)
+        rc = 128 - rc if rc < 0 else rc
+        os.write(int(sys.argv[1]), str(rc).encode() + b"\n")
+        os._exit(rc)
     return compile(req["code"], "<code>", "exec")
 _code = _zygote()
 del _zygote

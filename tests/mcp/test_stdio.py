@@ -232,3 +232,30 @@ mcp:
 
     anyio.run(main)
     assert calls(rec) == [{"method": "tools/call", "tool": "login", "args": {"api_key": key}}]
+
+
+def test_a_2026_protocol_client_is_gated_too(tmp_path: Path, rec: Path) -> None:
+    """The SDK's high-level Client negotiates the stateless 2026-07-28 protocol
+    (server/discover, per-request envelope); the gateway serves that era as well."""
+    import os
+    import sys
+
+    from mcp import Client, StdioServerParameters
+
+    pol = write_policy(tmp_path, POLICY)
+    argv = wrap(pol, server_cmd("benign", rec))
+    params = StdioServerParameters(command=argv[0], args=argv[1:],
+                                   env={"PYTHONPATH": os.pathsep.join(sys.path)})
+
+    async def main() -> None:
+        with anyio.fail_after(40):
+            async with Client(params) as c:
+                assert c.protocol_version == "2026-07-28"
+                assert sorted(t.name for t in (await c.list_tools()).tools) == ["add", "echo"]
+                ok = await c.call_tool("echo", {"text": "modern", "smuggled": True})
+                assert text_of(ok) == "modern"
+                denied = await c.call_tool("delete_all", {})
+                assert denied.is_error and "policy.tool_not_in_role" in text_of(denied)
+
+    anyio.run(main)
+    assert calls(rec) == [{"method": "tools/call", "tool": "echo", "args": {"text": "modern"}}]

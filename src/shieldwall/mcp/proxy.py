@@ -316,6 +316,17 @@ class GatedView:
         return self.dumped
 
 
+def _meta_dict(meta: Any) -> dict[str, Any] | None:
+    """A request's ``_meta`` as a dict (a model on handshake versions, a mapping on the
+    2026-07-28 wire)."""
+    if meta is None:
+        return None
+    if isinstance(meta, dict):
+        return meta
+    dumped: dict[str, Any] = meta.model_dump(by_alias=True, exclude_none=True)
+    return dumped
+
+
 def _denied_result(decision: Decision) -> Any:
     rules = sorted({f.rule for f in decision.deciding()})
     return _error_result(f"Shieldwall refused this call: {Denied(decision).for_model()}", rules,
@@ -484,7 +495,7 @@ class GatedProxy:
         session = self.gate_session(ctx)
         name = params.name
         args = dict(params.arguments or {})
-        meta = params.meta.model_dump(by_alias=True, exclude_none=True) if params.meta else None
+        meta = _meta_dict(params.meta)
         approval = (meta or {}).get(APPROVAL_META_KEY)
         wall, state = self.wall, session.state
         try:
@@ -648,6 +659,7 @@ class GatedProxy:
 
     async def run(self, serve: Callable[[GatedProxy], Awaitable[None]]) -> None:
         """Start the upstream, build the server, run ``serve(self)``, then stop."""
+        _warm_detectors()
         async with anyio.create_task_group() as tg:
             await tg.start(self.upstream.run)
             self.build_server()
@@ -672,6 +684,21 @@ class GatedProxy:
         for s in list(self._sessions.values()):
             s.close()
         self._sessions.clear()
+
+
+def _warm_detectors() -> None:
+    """Pay one-time detector start-up costs before the first call: paid inside the first
+    decision they can exceed a layer's time budget, and the gate fails closed."""
+    try:
+        from ..detect import secrets as detect_secrets
+    except ImportError:
+        return
+    scan = getattr(detect_secrets, "scan", None)
+    if callable(scan):
+        try:
+            scan("shieldwall gateway warm-up")
+        except Exception:  # noqa: S110 - warming is best effort; the gate still decides
+            pass
 
 
 def _gated_server_class() -> type[Any]:

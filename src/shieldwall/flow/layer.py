@@ -10,6 +10,7 @@ rules, the lethal-trifecta rule and the provenance check on target arguments.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_plus, urlsplit
@@ -29,7 +30,17 @@ from ..policy.constraints import host_matches
 from ..policy.sections.flow import FlowRule, FlowSection
 from .fingerprints import Fingerprinter, Settings
 from .labels import label_for, label_name, rank
-from .store import FlowStore, Match, MemoryFlowStore, RedisFlowStore, target_candidates, target_keys
+from .store import (
+    OVERFLOW_KEY,
+    FlowStore,
+    Match,
+    MemoryFlowStore,
+    RedisFlowStore,
+    span_candidates,
+    target_candidates,
+    target_keys,
+    target_spans,
+)
 
 if TYPE_CHECKING:
     from ..session import SessionState
@@ -38,10 +49,28 @@ if TYPE_CHECKING:
 EXTRAS_KEY = "flow"
 _VERDICT = {"allow": Verdict.ALLOW, "ask": Verdict.ASK, "deny": Verdict.DENY}
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# a target value, the verdict when it was seen only in untrusted content, when unseen
+Target = tuple[str, Verdict, Verdict]
+
+
+def _plain(value: Any) -> Any:
+    """A pydantic model or dataclass instance as JSON-like data (``str()`` of a model
+    escapes newlines and glues words to field names); anything else unchanged."""
+    dump = getattr(value, "model_dump", None)
+    if callable(dump) and not isinstance(value, type):
+        try:
+            return dump(mode="json")
+        except Exception:  # an odd model: fall back to its fields
+            return dump()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    return value
 
 
 def strings(value: Any, depth: int = 0) -> Iterator[str]:
-    """Every string (and number) inside a JSON-like value."""
+    """Every string (and number) inside a JSON-like value, dict keys included (an address
+    can be a key: a file's ``shared_with``). Pydantic models and dataclasses are walked
+    as their JSON-like data."""
     if depth > 32:
         return
     if isinstance(value, str):
@@ -49,7 +78,8 @@ def strings(value: Any, depth: int = 0) -> Iterator[str]:
     elif isinstance(value, bytes | bytearray):
         yield bytes(value).decode("utf-8", "replace")
     elif isinstance(value, dict):
-        for v in value.values():
+        for k, v in value.items():
+            yield from strings(k, depth + 1)
             yield from strings(v, depth + 1)
     elif isinstance(value, list | tuple | set | frozenset):
         for v in value:
@@ -57,7 +87,40 @@ def strings(value: Any, depth: int = 0) -> Iterator[str]:
     elif isinstance(value, int | float) and not isinstance(value, bool):
         yield str(value)
     elif value is not None and not isinstance(value, bool):
-        yield str(value)
+        plain = _plain(value)
+        if plain is value:
+            yield str(value)
+        else:
+            yield from strings(plain, depth + 1)
+
+
+def split_fields(value: Any, fields: tuple[tuple[str, ...], ...]) -> tuple[list[str], list[str]]:
+    """(strings under a trusted field, all other strings) of a result. A field is a key
+    path (``("sender",)``, ``("meta", "owner")``) that matches the tail of the keys above
+    a value, at any depth; everything under it (keys too) is the field's."""
+    trusted: list[str] = []
+    rest: list[str] = []
+
+    def walk(v: Any, path: tuple[str, ...], inside: bool, depth: int) -> None:
+        if depth > 32:
+            return
+        v = _plain(v) if not isinstance(v, str | bytes | bytearray | dict | list
+                                           | tuple | set | frozenset | int | float) else v
+        if isinstance(v, dict):
+            for k, x in v.items():
+                ks = str(k)
+                p = (*path, ks)
+                hit = inside or any(p[-len(f):] == f for f in fields if len(f) <= len(p))
+                (trusted if inside else rest).extend(strings(k, depth + 1))
+                walk(x, p, hit, depth + 1)
+        elif isinstance(v, list | tuple | set | frozenset):
+            for x in v:
+                walk(x, path, inside, depth + 1)
+        else:
+            (trusted if inside else rest).extend(strings(v, depth + 1))
+
+    walk(value, (), False, 0)
+    return trusted, rest
 
 
 class FlowContext:
@@ -66,6 +129,8 @@ class FlowContext:
     def __init__(self, section: FlowSection,
                  store_factory: Callable[[str], FlowStore] | None = None) -> None:
         self.section = section
+        self.trusted_fields = {t: tuple(tuple(f.split(".")) for f in fs)
+                               for t, fs in section.trusted_fields.items()}
         fp = section.fingerprint
         self.fingerprinter = Fingerprinter(Settings(
             k=fp.k, window=fp.window, dense_tokens=fp.dense_tokens, min_chars=fp.min_chars,
@@ -79,13 +144,20 @@ class FlowContext:
                                               socket_connect_timeout=1.0)
 
                 def store_factory(sid: str) -> FlowStore:
-                    return RedisFlowStore(sid, prefix=st.prefix, ttl=st.ttl, client=client)
+                    return RedisFlowStore(sid, prefix=st.prefix, ttl=st.ttl, client=client,
+                                          max_entries=st.max_entries)
             else:
                 def store_factory(sid: str) -> FlowStore:
-                    return MemoryFlowStore()
+                    return MemoryFlowStore(st.max_entries)
         self._factory = store_factory
         # A shared store may hold taint another worker recorded: always consult it.
         self.shared = section.store.backend != "memory"
+
+    def targets_in(self, text: str) -> set[str]:
+        """Target keys of ``text``: tokens, addresses, URLs and multi-word spans."""
+        sec = self.section
+        return target_candidates(text) | span_candidates(text, sec.target_words,
+                                                         sec.target_scan_tokens)
 
     def store(self, session: SessionState, create: bool = True) -> FlowStore | None:
         st: FlowStore | None = session.extras.get(EXTRAS_KEY)
@@ -111,14 +183,29 @@ class FlowResultLayer:
         store = self.ctx.store(session)
         assert store is not None
         if isinstance(action, ModelInput):
-            store.mark(untrusted=not action.trusted, targets=target_candidates(action.text))
+            store.mark(untrusted=not action.trusted, targets=self.ctx.targets_in(action.text))
             return
         if not isinstance(action, ToolResult) or action.error is not None:
             return
         label = label_for(session.policy, action.tool)
-        text = "\n".join(strings(action.result))
-        prints = self.ctx.fingerprinter.seen(text)
-        store.record(action.tool, label.rank, label.trusted, prints, target_candidates(text))
+        fields = self.ctx.trusted_fields.get(action.tool)
+        if label.trusted or not fields:
+            text = "\n".join(strings(action.result))
+            prints = self.ctx.fingerprinter.seen(text)
+            store.record(action.tool, label.rank, label.trusted, prints, self.ctx.targets_in(text))
+            return
+        # An untrusted result with system-written fields: targets found in those fields
+        # count as trusted; every other string (and the fingerprints of all) as untrusted.
+        own, rest = split_fields(action.result, fields)
+        rest_text = "\n".join(rest)
+        prints = self.ctx.fingerprinter.seen("\n".join(own) + "\n" + rest_text)
+        store.record(action.tool, label.rank, False, prints, self.ctx.targets_in(rest_text))
+        if own:
+            # each value alone: spans never run from one field value into the next
+            keys: set[str] = set()
+            for v in own:
+                keys |= self.ctx.targets_in(v)
+            store.mark(untrusted=False, targets=keys)
 
 
 class FlowSinkLayer:
@@ -135,24 +222,33 @@ class FlowSinkLayer:
         self.sinks = sinks | frozenset(sec.sinks)
         self.sink_class = {t: sec.sinks.get(t, "external") for t in self.sinks}
         self.rules: tuple[FlowRule, ...] = tuple(sec.rules)
-        self.targets = {t: tuple(a) for t, a in sec.targets.items()}
         self.trifecta = _VERDICT.get(sec.trifecta.mode, Verdict.ALLOW)
         self.private_rank = rank(sec.trifecta.private)
         self.provenance = _VERDICT[sec.provenance]
+        self.unseen = _VERDICT[sec.provenance_unseen]
+        # per sink tool: (argument, verdict when only untrusted, verdict when unseen)
+        self.targets: dict[str, tuple[tuple[str, Verdict, Verdict], ...]] = {
+            t: tuple((n, _VERDICT[c.untrusted] if c.untrusted else self.provenance,
+                      _VERDICT[c.unseen] if c.unseen else self.unseen)
+                     for n, c in a.items())
+            for t, a in sec.targets.items()}
+        self.words = sec.target_words
         self.min_matches = sec.fingerprint.min_matches
         self.max_chars = sec.fingerprint.max_arg_chars
         self._redact = redact
 
     # ----------------------------------------------------------------- classify
 
-    def _sink(self, action: Action) -> tuple[str, str, str, list[str]] | None:
-        """(sink name, class, text to check, target values) or None if not a sink."""
+    def _sink(self, action: Action) -> tuple[str, str, str, list[Target]] | None:
+        """(sink name, class, text to check, targets) or None if not a sink."""
         if isinstance(action, ToolCall):
             if action.tool not in self.sinks:
                 return None
             names = self.targets.get(action.tool, ())
-            targets = [s for n in names if n in action.args for s in strings(action.args[n])]
-            text = "\n".join(strings(action.args))
+            targets = [(s, u, un) for n, u, un in names if n in action.args
+                       for s in strings(action.args[n])]
+            # argument values only: the argument names are not data the call carries
+            text = "\n".join(strings(list(action.args.values())))
             return action.tool, self.sink_class[action.tool], text, targets
         if isinstance(action, Egress):
             try:
@@ -163,7 +259,8 @@ class FlowSinkLayer:
                 host_matches(host, p) for p in self.ctx.section.internal_hosts)
             parts = [unquote_plus(action.url), *action.headers.values(),
                      action.body.decode("utf-8", "replace")]
-            targets = [action.url] if action.method.upper() in _BODY_METHODS else []
+            targets = ([(action.url, self.provenance, self.unseen)]
+                       if action.method.upper() in _BODY_METHODS else [])
             return "egress", "internal" if internal else "external", "\n".join(parts), targets
         return None
 
@@ -201,7 +298,14 @@ class FlowSinkLayer:
         sink, cls, text, targets = found
         store = self.ctx.store(session, create=self.ctx.shared)
         if store is None:
-            return None  # the session has seen nothing: nothing can leak
+            # the session has seen nothing: nothing can leak, but every target is unseen
+            return self._unseen_only(sink, targets)
+        if store.full():
+            return Outcome((Finding(
+                self.name, "flow.store_full",
+                f"{sink}: this session's flow store is full (flow.store.max_entries); what "
+                "it read since is not tracked, so no sink call is allowed; start a new "
+                "session", Verdict.DENY, evidence=sink, severity=Severity.HIGH),))
         if len(text) > self.max_chars:
             return Outcome((Finding(
                 self.name, "flow.too_large",
@@ -234,18 +338,57 @@ class FlowSinkLayer:
                     + ("approval" if self.trifecta == Verdict.ASK else "a new session")
                     + " (flow.trifecta.mode)",
                     self.trifecta, evidence=sink, severity=Severity.HIGH))
-        if self.provenance != Verdict.ALLOW:
-            for value in targets:
-                keys = target_keys(value)
-                in_untrusted, in_trusted = store.target_origin(keys)
-                if in_untrusted and not in_trusted:
-                    findings.append(Finding(
-                        self.name, "flow.untrusted_target",
-                        f"{sink}: the destination {self._redact(value)[:200]!r} appears only in "
-                        "untrusted content this session read (it may be an attacker's); "
-                        "name it in the task or user input to allow",
-                        self.provenance, evidence=self._redact(value)[:200],
-                        severity=Severity.HIGH))
+        for value, if_untrusted, if_unseen in targets:
+            if if_untrusted == Verdict.ALLOW and if_unseen == Verdict.ALLOW:
+                continue
+            in_untrusted, in_trusted = self._origin(store, value)
+            if in_untrusted and not in_trusted and if_untrusted != Verdict.ALLOW:
+                findings.append(self._target_finding(
+                    sink, value, "flow.untrusted_target", if_untrusted,
+                    "appears only in untrusted content this session read (it may be an "
+                    "attacker's); name it in the task or user input to allow"))
+            elif not in_untrusted and not in_trusted and if_unseen != Verdict.ALLOW:
+                findings.append(self._unseen_finding(sink, value, if_unseen))
+        return Outcome(tuple(findings)) if findings else None
+
+    # ----------------------------------------------------------------- provenance
+
+    def _origin(self, store: FlowStore, value: str) -> tuple[bool, bool]:
+        """(seen in untrusted content, seen in trusted content) for one target value:
+        its exact forms (address, URL, host, token) or its whole word sequence."""
+        keys = target_keys(value)
+        spans, multi = target_spans(value, self.words)
+        probe = [*keys, *spans, OVERFLOW_KEY] if multi else keys
+        u, t = store.target_hits(probe)
+        n = len(keys)
+        in_u = any(u[:n])
+        in_t = any(t[:n])
+        if multi:
+            span_u, span_t = u[n:-1], t[n:-1]
+            in_u = in_u or (bool(span_u) and all(span_u))
+            in_t = in_t or (bool(span_t) and all(span_t))
+            if not in_t and not in_u and u[-1]:
+                # an untrusted result was longer than the span scan: the name may be in
+                # the part not scanned, so it counts as untrusted (fail closed)
+                in_u = True
+        return in_u, in_t
+
+    def _target_finding(self, sink: str, value: str, rule: str, verdict: Verdict,
+                        why: str) -> Finding:
+        shown = self._redact(value)[:200]
+        return Finding(self.name, rule, f"{sink}: the destination {shown!r} {why}",
+                       verdict, evidence=shown, severity=Severity.HIGH)
+
+    def _unseen_finding(self, sink: str, value: str, verdict: Verdict) -> Finding:
+        return self._target_finding(
+            sink, value, "flow.unseen_target", verdict,
+            "appears nowhere this session — not in the user's input, not in any result "
+            "(invented or obfuscated); name it in the task or user input to allow "
+            "(flow.provenance_unseen)")
+
+    def _unseen_only(self, sink: str, targets: list[Target]) -> Outcome | None:
+        findings = [self._unseen_finding(sink, v, un) for v, _u, un in targets
+                    if un != Verdict.ALLOW]
         return Outcome(tuple(findings)) if findings else None
 
 

@@ -18,11 +18,14 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from ..stores import StoreError
-from .fingerprints import QueryPrints, SeenPrints
+from .fingerprints import QueryPrints, SeenPrints, stable_hash, tokens
 
 _EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}")
 _URL = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^\s<>\"'`]+")
 _STRIP = "\"'`.,;:!?()[]{}<>*"
+# Marks that an untrusted result was longer than the span scan: a multi-word target not
+# found in trusted text then counts as untrusted (the name may sit past the scan).
+OVERFLOW_KEY = "#overflow"
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +44,45 @@ class Match:
     source: Source
     hits: int  # shared n-gram fingerprints
     exact: bool  # an exact span or a whole short value matched
+
+
+def _span_key(th: tuple[int, ...]) -> str:
+    # ``hash`` of a tuple of ints is not salted: the same in every process (shared stores)
+    return f"#{hash(th)}"
+
+
+def span_candidates(text: str, max_words: int, budget: int) -> set[str]:
+    """Keys of every run of 2..``max_words`` normalised words in the first ``budget``
+    words of ``text`` (so a hotel or company name with spaces can be found), plus
+    :data:`OVERFLOW_KEY` when the text is longer than the budget."""
+    if max_words < 2 or budget <= 0:
+        return set()
+    toks = tokens(text)
+    out: set[str] = set()
+    if len(toks) > budget:
+        out.add(OVERFLOW_KEY)
+        toks = toks[:budget]
+    th = [stable_hash(t) for t in toks]
+    m = len(th)
+    for n in range(2, max_words + 1):
+        if m < n:
+            break
+        out.update(f"#{h}" for h in map(hash, zip(*(th[j:m - n + 1 + j] for j in range(n)),
+                                                   strict=True)))
+    return out
+
+
+def target_spans(value: str, max_words: int) -> tuple[list[str], bool]:
+    """How a multi-word target is looked up: the key of its whole word sequence, or, when
+    longer than ``max_words``, the keys of every ``max_words`` window (all must be found).
+    The flag says whether the value has more than one word."""
+    th = [stable_hash(t) for t in tokens(value)]
+    if len(th) < 2 or max_words < 2:
+        return [], False
+    if len(th) <= max_words:
+        return [_span_key(tuple(th))], True
+    return [_span_key(tuple(th[i:i + max_words]))
+            for i in range(len(th) - max_words + 1)], True
 
 
 def target_candidates(text: str) -> set[str]:
@@ -102,6 +144,14 @@ class FlowStore(Protocol):
         """(any key seen in untrusted text, any key seen in trusted text)."""
         ...
 
+    def target_hits(self, keys: list[str]) -> tuple[list[bool], list[bool]]:
+        """Per key: (seen in untrusted text, seen in trusted text)."""
+        ...
+
+    def full(self) -> bool:
+        """True once the session's index reached ``max_entries`` (nothing more was kept)."""
+        ...
+
     def empty(self) -> bool: ...
 
 
@@ -116,9 +166,14 @@ def _tally(hits: dict[int, list[int]], exact: set[int],
 
 
 class MemoryFlowStore:
-    """Embedded store: plain dicts and sets, guarded by a lock."""
+    """Embedded store: plain dicts and sets, guarded by a lock. At most ``max_entries``
+    index entries (fingerprints and target keys); a result that would pass the cap is not
+    indexed and the store reports :meth:`full` (the sink layer then refuses every sink:
+    evicting old taint instead would let the oldest data leak)."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_entries: int = 4_000_000) -> None:
+        self.max_entries = max_entries
+        self._full = False
         self._lock = threading.Lock()
         self._grams: dict[int, int | tuple[int, ...]] = {}
         self._exact: dict[int, int | tuple[int, ...]] = {}
@@ -141,9 +196,21 @@ class MemoryFlowStore:
             elif sid not in cur:
                 index[fp] = (*cur, sid)
 
+    def _size(self) -> int:
+        return (len(self._grams) + len(self._exact) + len(self._targets_untrusted)
+                + len(self._targets_trusted))
+
     def record(self, tool: str, rank: int, trusted: bool, prints: SeenPrints,
                targets: set[str]) -> None:
         with self._lock:
+            self._max_rank = max(self._max_rank, rank)
+            if not trusted:
+                self._untrusted = True
+            adds = (len(prints.grams) + len(prints.spans)
+                    + sum(map(len, prints.shorts.values())) + len(targets))
+            if self._full or self._size() + adds > self.max_entries:
+                self._full = True
+                return
             sid = len(self._sources)
             self._sources[sid] = Source(sid, tool, rank, trusted, len(prints.grams))
             self._put(self._grams, prints.grams, sid)
@@ -162,6 +229,10 @@ class MemoryFlowStore:
         with self._lock:
             if untrusted:
                 self._untrusted = True
+            if self._full or self._size() + len(targets) > self.max_entries:
+                self._full = True
+                return
+            if untrusted:
                 self._targets_untrusted |= targets
             else:
                 self._targets_trusted |= targets
@@ -190,11 +261,19 @@ class MemoryFlowStore:
         return self._untrusted, self._max_rank
 
     def target_origin(self, keys: list[str]) -> tuple[bool, bool]:
-        return (any(k in self._targets_untrusted for k in keys),
-                any(k in self._targets_trusted for k in keys))
+        u, t = self.target_hits(keys)
+        return any(u), any(t)
+
+    def target_hits(self, keys: list[str]) -> tuple[list[bool], list[bool]]:
+        tu, tt = self._targets_untrusted, self._targets_trusted
+        return [k in tu for k in keys], [k in tt for k in keys]
+
+    def full(self) -> bool:
+        return self._full
 
     def empty(self) -> bool:
-        return not self._sources and not self._untrusted and not self._targets_trusted
+        return (not self._sources and not self._untrusted and not self._targets_trusted
+                and not self._full)
 
 
 _APPEND = """
@@ -223,7 +302,8 @@ class RedisFlowStore:
 
     def __init__(self, session_id: str, *, url: str = "redis://127.0.0.1:6379/0",
                  prefix: str = "shieldwall:flow:", ttl: float = 86400.0,
-                 client: Any = None) -> None:
+                 client: Any = None, max_entries: int = 4_000_000) -> None:
+        self.max_entries = max_entries
         if client is None:
             import redis
 
@@ -242,9 +322,30 @@ class RedisFlowStore:
         except Exception as e:
             raise StoreError(f"redis flow store unavailable: {type(e).__name__}: {e}") from None
 
+    def _reserve(self, adds: int, rank: int | None, untrusted: bool) -> bool:
+        """Count ``adds`` entries against the cap (one round trip); False when full.
+        Flags (untrusted seen, rank seen) are set either way."""
+        p = self._r.pipeline(transaction=False)
+        p.hincrby(self._k["m"], "entries", adds)
+        if rank is not None:
+            p.hset(self._k["m"], f"rank:{rank}", 1)
+        if untrusted:
+            p.hset(self._k["m"], "untrusted", 1)
+        p.hexists(self._k["m"], "full")
+        p.expire(self._k["m"], self._ttl)
+        res = p.execute()
+        if res[0] > self.max_entries or res[-2]:
+            self._r.hset(self._k["m"], "full", 1)
+            return False
+        return True
+
     def record(self, tool: str, rank: int, trusted: bool, prints: SeenPrints,
                targets: set[str]) -> None:
         def go() -> None:
+            adds = (len(prints.grams) + len(prints.spans)
+                    + sum(map(len, prints.shorts.values())) + len(targets))
+            if not self._reserve(adds, rank, not trusted):
+                return
             sid = int(self._r.hincrby(self._k["m"], "next", 1)) - 1
             src = json.dumps([tool, rank, trusted, len(prints.grams)])
             p = self._r.pipeline(transaction=False)
@@ -277,6 +378,8 @@ class RedisFlowStore:
 
     def mark(self, *, untrusted: bool, targets: set[str]) -> None:
         def go() -> None:
+            if not self._reserve(len(targets), None, untrusted):
+                return
             p = self._r.pipeline(transaction=False)
             if untrusted:
                 p.hset(self._k["m"], "untrusted", 1)
@@ -330,8 +433,12 @@ class RedisFlowStore:
         return "untrusted" in m, max(ranks, default=-1)
 
     def target_origin(self, keys: list[str]) -> tuple[bool, bool]:
+        u, t = self.target_hits(keys)
+        return any(u), any(t)
+
+    def target_hits(self, keys: list[str]) -> tuple[list[bool], list[bool]]:
         if not keys:
-            return False, False
+            return [], []
 
         def go() -> tuple[list[Any], list[Any]]:
             p = self._r.pipeline(transaction=False)
@@ -341,7 +448,10 @@ class RedisFlowStore:
             return u, t
 
         u, t = self._run(go)
-        return any(u), any(t)
+        return [bool(x) for x in u], [bool(x) for x in t]
+
+    def full(self) -> bool:
+        return "full" in self._meta()
 
     def empty(self) -> bool:
         return not self._run(lambda: self._r.exists(self._k["m"], self._k["tt"]))

@@ -84,6 +84,31 @@ class FlowStore(_Strict):
     url: str = "redis://127.0.0.1:6379/0"
     prefix: str = "shieldwall:flow:"
     ttl: float = Field(default=86400.0, gt=0, description="seconds a session's taint is kept")
+    max_entries: int = Field(
+        default=4_000_000, ge=1000,
+        description="index entries (fingerprints + target keys) one session may hold; past "
+        "it nothing more is remembered and every sink call is refused (flow.store_full): "
+        "forgetting taint to make room would let old data leak, so the store fails closed")
+
+
+class TargetCheck(_Strict):
+    """Provenance verdicts for one target argument."""
+
+    untrusted: FlowVerdict | None = Field(
+        default=None, description="seen only in untrusted content (None: flow.provenance)")
+    unseen: FlowVerdict | None = Field(
+        default=None, description="seen nowhere this session (None: flow.provenance_unseen)")
+
+
+def _target_map(v: object) -> object:
+    """``targets.<tool>`` is a list of argument names (global verdicts) or a map from
+    argument name to a verdict (for untrusted origin) or to ``{untrusted, unseen}``."""
+    if isinstance(v, list):
+        return {str(n): {} for n in v}
+    if isinstance(v, dict):
+        return {str(n): {"untrusted": c} if isinstance(c, str) else ({} if c is None else c)
+                for n, c in v.items()}
+    return v
 
 
 class FlowSection(_Strict):
@@ -95,11 +120,37 @@ class FlowSection(_Strict):
     internal_hosts: list[str] = Field(
         default_factory=list, description="egress hosts that count as internal sinks")
     trifecta: Trifecta = Field(default_factory=Trifecta)
-    targets: dict[str, list[str]] = Field(
+    targets: dict[str, dict[str, TargetCheck]] = Field(
         default_factory=dict,
-        description="per sink tool, the arguments that name where data goes (to, url, channel)")
+        description="per sink tool, the arguments that name where data goes (to, url, "
+        "channel): a list of names, or name -> verdict / {untrusted: V, unseen: V}")
     provenance: FlowVerdict = Field(
         default="deny", description="a target taken from untrusted data gets this verdict")
+    provenance_unseen: FlowVerdict = Field(
+        default="allow",
+        description="a target seen nowhere this session (not in the user's input, not in "
+        "any result: invented or obfuscated) gets this verdict")
+    trusted_fields: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="per tool, result fields whose values the system writes (a mail's "
+        "sender, an event's participants, a file's shared_with): targets found there count "
+        "as trusted even when the rest of the result is third-party text. A name matches "
+        "that key at any depth; a dotted path (a.b) matches nested keys")
+    target_words: int = Field(
+        default=6, ge=1, le=16,
+        description="targets of up to this many words (hotel or company names) are matched "
+        "as word sequences against what the session read")
+    target_scan_tokens: int = Field(
+        default=20_000, ge=0,
+        description="words per result scanned for multi-word targets; a name further in "
+        "counts as unseen (so flow.provenance_unseen decides)")
+
+    @field_validator("targets", mode="before")
+    @classmethod
+    def _targets(cls, v: object) -> object:
+        if isinstance(v, dict):
+            return {k: _target_map(x) for k, x in v.items()}
+        return v
     untrusted_default: bool = Field(
         default=True, description="results of tools the policy does not describe are untrusted")
     fingerprint: Fingerprinting = Field(default_factory=Fingerprinting)

@@ -18,7 +18,7 @@ import pytest
 from mcp.client.streamable_http import streamable_http_client
 from mcp_helpers import calls, free_port, gateway, server_cmd, stop, text_of, wait_port, write_policy
 
-from mcp import ClientSession
+from mcp import Client, ClientSession
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -102,9 +102,18 @@ def test_token_maps_to_agent_and_role(served: str, rec: Path) -> None:
             names, ok, _ = await _session_calls(served, NOBODY_TOKEN)
             assert names == []
             assert ok.is_error and "policy.tool_not_in_role" in text_of(ok)
+            # the SDK's high-level Client speaks the stateless 2026-07-28 protocol
+            hdr = {"Authorization": f"Bearer {READER_TOKEN}"}
+            async with httpx2.AsyncClient(headers=hdr) as hc, Client(
+                    streamable_http_client(served, http_client=hc)) as c:
+                assert c.protocol_version == "2026-07-28"
+                assert text_of(await c.call_tool("echo", {"text": "modern"})) == "modern"
+                assert (await c.call_tool("delete_all", {})).is_error
 
     anyio.run(main)
-    assert calls(rec) == [{"method": "tools/call", "tool": "echo", "args": {"text": "over http"}}]
+    assert calls(rec) == [
+        {"method": "tools/call", "tool": "echo", "args": {"text": "over http"}},
+        {"method": "tools/call", "tool": "echo", "args": {"text": "modern"}}]
 
 
 def test_upstream_may_be_an_http_mcp_server(tmp_path: Path, rec: Path) -> None:

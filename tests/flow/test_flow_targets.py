@@ -186,7 +186,7 @@ def test_obfuscated_address_is_refused_when_unseen_targets_are_denied(tmp_path: 
 
 
 def test_unseen_target_passes_by_default(tmp_path: Path) -> None:
-    wall, sent = make(tmp_path)
+    wall, _sent = make(tmp_path)
     with wall.session(agent="a", role="assistant") as s:
         s.call("fetch_page", {"url": "https://weather.example"})
         assert s.call("send_email", {"to": ATTACKER}) == "sent"
@@ -304,6 +304,24 @@ def test_per_target_verdicts(tmp_path: Path) -> None:
         assert d.verdict == Verdict.ASK and "flow.untrusted_target" in d.rules()
         d = s.decide(ToolCall("invite", {"user": "Emma", "user_email": "none@x.example"}))
         assert d.verdict == Verdict.DENY  # "Emma" (the user arg) is untrusted-only: deny
+
+
+def test_booking_target_must_be_named_by_the_user(tmp_path: Path) -> None:
+    # a booking commits money: the operator wants the hotel named in the request, not
+    # picked from results (an injected "book the most expensive one" picks from results)
+    wall, sent = make(tmp_path, policy=POLICY.replace(
+        "reserve_hotel: [hotel]", "reserve_hotel: {hotel: {from_results: deny}}"))
+    with wall.session(agent="a", role="assistant") as s:
+        s.check_input("I'm off to Paris. Please book Le Marais Boutique for two nights.")
+        s.call("hotels", {"city": "Paris"})
+        assert "flow.target_not_in_input" in _refused(
+            s, "reserve_hotel", {"hotel": "Montmartre Suites", "nights": 2})
+        assert s.call("reserve_hotel", {"hotel": "le marais boutique", "nights": 2}) == "booked"
+        # an untrusted mention of a catalogue hotel does not make it the user's
+        s.call("read_reviews", {"hotel": "Hotel Lumiere"})
+        assert "flow.target_not_in_input" in _refused(
+            s, "reserve_hotel", {"hotel": "Hotel Lumiere", "nights": 2})
+    assert sent == ["le marais boutique"]
 
 
 def test_list_form_still_uses_the_global_verdict(tmp_path: Path) -> None:

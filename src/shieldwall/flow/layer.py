@@ -49,8 +49,9 @@ if TYPE_CHECKING:
 EXTRAS_KEY = "flow"
 _VERDICT = {"allow": Verdict.ALLOW, "ask": Verdict.ASK, "deny": Verdict.DENY}
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-# a target value, the verdict when it was seen only in untrusted content, when unseen
-Target = tuple[str, Verdict, Verdict]
+# a target value, the verdicts when it was seen only in untrusted content, when it was
+# seen nowhere, when it was seen in trusted results but not in the trusted input
+Target = tuple[str, Verdict, Verdict, Verdict]
 
 
 def _plain(value: Any) -> Any:
@@ -183,7 +184,8 @@ class FlowResultLayer:
         store = self.ctx.store(session)
         assert store is not None
         if isinstance(action, ModelInput):
-            store.mark(untrusted=not action.trusted, targets=self.ctx.targets_in(action.text))
+            store.mark(untrusted=not action.trusted, targets=self.ctx.targets_in(action.text),
+                       user=action.trusted)
             return
         if not isinstance(action, ToolResult) or action.error is not None:
             return
@@ -226,10 +228,11 @@ class FlowSinkLayer:
         self.private_rank = rank(sec.trifecta.private)
         self.provenance = _VERDICT[sec.provenance]
         self.unseen = _VERDICT[sec.provenance_unseen]
-        # per sink tool: (argument, verdict when only untrusted, verdict when unseen)
-        self.targets: dict[str, tuple[tuple[str, Verdict, Verdict], ...]] = {
+        # per sink tool: (argument, verdicts: untrusted only, unseen, not in the input)
+        self.targets: dict[str, tuple[tuple[str, Verdict, Verdict, Verdict], ...]] = {
             t: tuple((n, _VERDICT[c.untrusted] if c.untrusted else self.provenance,
-                      _VERDICT[c.unseen] if c.unseen else self.unseen)
+                      _VERDICT[c.unseen] if c.unseen else self.unseen,
+                      _VERDICT[c.from_results])
                      for n, c in a.items())
             for t, a in sec.targets.items()}
         self.words = sec.target_words
@@ -245,7 +248,7 @@ class FlowSinkLayer:
             if action.tool not in self.sinks:
                 return None
             names = self.targets.get(action.tool, ())
-            targets = [(s, u, un) for n, u, un in names if n in action.args
+            targets = [(s, u, un, fr) for n, u, un, fr in names if n in action.args
                        for s in strings(action.args[n])]
             # argument values only: the argument names are not data the call carries
             text = "\n".join(strings(list(action.args.values())))
@@ -259,7 +262,7 @@ class FlowSinkLayer:
                 host_matches(host, p) for p in self.ctx.section.internal_hosts)
             parts = [unquote_plus(action.url), *action.headers.values(),
                      action.body.decode("utf-8", "replace")]
-            targets = ([(action.url, self.provenance, self.unseen)]
+            targets = ([(action.url, self.provenance, self.unseen, Verdict.ALLOW)]
                        if action.method.upper() in _BODY_METHODS else [])
             return "egress", "internal" if internal else "external", "\n".join(parts), targets
         return None
@@ -338,10 +341,10 @@ class FlowSinkLayer:
                     + ("approval" if self.trifecta == Verdict.ASK else "a new session")
                     + " (flow.trifecta.mode)",
                     self.trifecta, evidence=sink, severity=Severity.HIGH))
-        for value, if_untrusted, if_unseen in targets:
-            if if_untrusted == Verdict.ALLOW and if_unseen == Verdict.ALLOW:
+        for value, if_untrusted, if_unseen, if_results in targets:
+            if Verdict.ALLOW == if_untrusted == if_unseen == if_results:
                 continue
-            in_untrusted, in_trusted = self._origin(store, value)
+            in_untrusted, in_trusted, in_input = self._origin(store, value)
             if in_untrusted and not in_trusted and if_untrusted != Verdict.ALLOW:
                 findings.append(self._target_finding(
                     sink, value, "flow.untrusted_target", if_untrusted,
@@ -349,29 +352,35 @@ class FlowSinkLayer:
                     "attacker's); name it in the task or user input to allow"))
             elif not in_untrusted and not in_trusted and if_unseen != Verdict.ALLOW:
                 findings.append(self._unseen_finding(sink, value, if_unseen))
+            elif in_trusted and not in_input and if_results != Verdict.ALLOW:
+                findings.append(self._target_finding(
+                    sink, value, "flow.target_not_in_input", if_results,
+                    "was not named in the user's request (it was picked from results); "
+                    "this target needs the user to name it (targets.<tool>.<arg>."
+                    "from_results)"))
         return Outcome(tuple(findings)) if findings else None
 
     # ----------------------------------------------------------------- provenance
 
-    def _origin(self, store: FlowStore, value: str) -> tuple[bool, bool]:
-        """(seen in untrusted content, seen in trusted content) for one target value:
-        its exact forms (address, URL, host, token) or its whole word sequence."""
+    def _origin(self, store: FlowStore, value: str) -> tuple[bool, bool, bool]:
+        """(seen in untrusted content, in trusted content, in the trusted input) for one
+        target value: its exact forms (address, URL, host, token) or its word sequence."""
         keys = target_keys(value)
         spans, multi = target_spans(value, self.words)
         probe = [*keys, *spans, OVERFLOW_KEY] if multi else keys
-        u, t = store.target_hits(probe)
+        u, t, i = store.target_hits(probe)
         n = len(keys)
-        in_u = any(u[:n])
-        in_t = any(t[:n])
+        in_u, in_t, in_i = any(u[:n]), any(t[:n]), any(i[:n])
         if multi:
-            span_u, span_t = u[n:-1], t[n:-1]
+            span_u, span_t, span_i = u[n:-1], t[n:-1], i[n:-1]
             in_u = in_u or (bool(span_u) and all(span_u))
             in_t = in_t or (bool(span_t) and all(span_t))
+            in_i = in_i or (bool(span_i) and all(span_i))
             if not in_t and not in_u and u[-1]:
                 # an untrusted result was longer than the span scan: the name may be in
                 # the part not scanned, so it counts as untrusted (fail closed)
                 in_u = True
-        return in_u, in_t
+        return in_u, in_t, in_i
 
     def _target_finding(self, sink: str, value: str, rule: str, verdict: Verdict,
                         why: str) -> Finding:
@@ -387,7 +396,7 @@ class FlowSinkLayer:
             "(flow.provenance_unseen)")
 
     def _unseen_only(self, sink: str, targets: list[Target]) -> Outcome | None:
-        findings = [self._unseen_finding(sink, v, un) for v, _u, un in targets
+        findings = [self._unseen_finding(sink, v, un) for v, _u, un, _r in targets
                     if un != Verdict.ALLOW]
         return Outcome(tuple(findings)) if findings else None
 

@@ -128,8 +128,9 @@ class FlowStore(Protocol):
         """Remember one result the model was shown."""
         ...
 
-    def mark(self, *, untrusted: bool, targets: set[str]) -> None:
-        """Remember text that is not a tool result (model input): its targets only."""
+    def mark(self, *, untrusted: bool, targets: set[str], user: bool = False) -> None:
+        """Remember text that is not a tool result (model input): its targets only.
+        ``user``: trusted input (the user's request), also kept apart."""
         ...
 
     def short_lengths(self) -> set[int]: ...
@@ -144,8 +145,8 @@ class FlowStore(Protocol):
         """(any key seen in untrusted text, any key seen in trusted text)."""
         ...
 
-    def target_hits(self, keys: list[str]) -> tuple[list[bool], list[bool]]:
-        """Per key: (seen in untrusted text, seen in trusted text)."""
+    def target_hits(self, keys: list[str]) -> tuple[list[bool], list[bool], list[bool]]:
+        """Per key: (seen in untrusted text, in trusted text, in trusted input)."""
         ...
 
     def full(self) -> bool:
@@ -183,6 +184,7 @@ class MemoryFlowStore:
         self._max_rank = -1
         self._targets_untrusted: set[str] = set()
         self._targets_trusted: set[str] = set()
+        self._targets_user: set[str] = set()
 
     @staticmethod
     def _put(index: dict[int, int | tuple[int, ...]], fps: Iterable[int], sid: int) -> None:
@@ -198,7 +200,7 @@ class MemoryFlowStore:
 
     def _size(self) -> int:
         return (len(self._grams) + len(self._exact) + len(self._targets_untrusted)
-                + len(self._targets_trusted))
+                + len(self._targets_trusted) + len(self._targets_user))
 
     def record(self, tool: str, rank: int, trusted: bool, prints: SeenPrints,
                targets: set[str]) -> None:
@@ -225,17 +227,19 @@ class MemoryFlowStore:
             else:
                 self._targets_trusted |= targets
 
-    def mark(self, *, untrusted: bool, targets: set[str]) -> None:
+    def mark(self, *, untrusted: bool, targets: set[str], user: bool = False) -> None:
         with self._lock:
             if untrusted:
                 self._untrusted = True
-            if self._full or self._size() + len(targets) > self.max_entries:
+            if self._full or self._size() + len(targets) * (2 if user else 1) > self.max_entries:
                 self._full = True
                 return
             if untrusted:
                 self._targets_untrusted |= targets
             else:
                 self._targets_trusted |= targets
+                if user:
+                    self._targets_user |= targets
 
     def short_lengths(self) -> set[int]:
         return set(self._shorts)
@@ -261,12 +265,12 @@ class MemoryFlowStore:
         return self._untrusted, self._max_rank
 
     def target_origin(self, keys: list[str]) -> tuple[bool, bool]:
-        u, t = self.target_hits(keys)
+        u, t, _ = self.target_hits(keys)
         return any(u), any(t)
 
-    def target_hits(self, keys: list[str]) -> tuple[list[bool], list[bool]]:
-        tu, tt = self._targets_untrusted, self._targets_trusted
-        return [k in tu for k in keys], [k in tt for k in keys]
+    def target_hits(self, keys: list[str]) -> tuple[list[bool], list[bool], list[bool]]:
+        tu, tt, tn = self._targets_untrusted, self._targets_trusted, self._targets_user
+        return [k in tu for k in keys], [k in tt for k in keys], [k in tn for k in keys]
 
     def full(self) -> bool:
         return self._full
@@ -310,7 +314,7 @@ class RedisFlowStore:
             client = redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
         self._r = client
         base = prefix + session_id
-        self._k = {n: f"{base}:{n}" for n in ("g", "x", "s", "m", "tu", "tt")}
+        self._k = {n: f"{base}:{n}" for n in ("g", "x", "s", "m", "tu", "tt", "tn")}
         self._ttl = max(1, int(ttl))
         self._append_script = self._r.register_script(_APPEND)
 
@@ -376,15 +380,17 @@ class RedisFlowStore:
         for i in range(0, len(items), 5000):
             self._append_script(keys=[key], args=[f"{sid},", *items[i:i + 5000]], client=p)
 
-    def mark(self, *, untrusted: bool, targets: set[str]) -> None:
+    def mark(self, *, untrusted: bool, targets: set[str], user: bool = False) -> None:
         def go() -> None:
-            if not self._reserve(len(targets), None, untrusted):
+            if not self._reserve(len(targets) * (2 if user else 1), None, untrusted):
                 return
             p = self._r.pipeline(transaction=False)
             if untrusted:
                 p.hset(self._k["m"], "untrusted", 1)
             if targets:
                 p.sadd(self._k["tu"] if untrusted else self._k["tt"], *targets)
+                if user and not untrusted:
+                    p.sadd(self._k["tn"], *targets)
             for k in self._k.values():
                 p.expire(k, self._ttl)
             p.execute()
@@ -433,22 +439,23 @@ class RedisFlowStore:
         return "untrusted" in m, max(ranks, default=-1)
 
     def target_origin(self, keys: list[str]) -> tuple[bool, bool]:
-        u, t = self.target_hits(keys)
+        u, t, _ = self.target_hits(keys)
         return any(u), any(t)
 
-    def target_hits(self, keys: list[str]) -> tuple[list[bool], list[bool]]:
+    def target_hits(self, keys: list[str]) -> tuple[list[bool], list[bool], list[bool]]:
         if not keys:
-            return [], []
+            return [], [], []
 
-        def go() -> tuple[list[Any], list[Any]]:
+        def go() -> tuple[list[Any], list[Any], list[Any]]:
             p = self._r.pipeline(transaction=False)
             p.smismember(self._k["tu"], keys)
             p.smismember(self._k["tt"], keys)
-            u, t = p.execute()
-            return u, t
+            p.smismember(self._k["tn"], keys)
+            u, t, n = p.execute()
+            return u, t, n
 
-        u, t = self._run(go)
-        return [bool(x) for x in u], [bool(x) for x in t]
+        u, t, n = self._run(go)
+        return [bool(x) for x in u], [bool(x) for x in t], [bool(x) for x in n]
 
     def full(self) -> bool:
         return "full" in self._meta()

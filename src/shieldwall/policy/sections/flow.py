@@ -98,6 +98,10 @@ class TargetCheck(_Strict):
         default=None, description="seen only in untrusted content (None: flow.provenance)")
     unseen: FlowVerdict | None = Field(
         default=None, description="seen nowhere this session (None: flow.provenance_unseen)")
+    from_results: FlowVerdict = Field(
+        default="allow",
+        description="seen in trusted results but not in the trusted input (the user's "
+        "request): e.g. a booking of a catalogue entry the user did not name")
 
 
 def _target_map(v: object) -> object:

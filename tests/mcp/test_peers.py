@@ -69,7 +69,7 @@ def test_server_everything_through_the_gateway(tmp_path: Path) -> None:
     pol = write_policy(tmp_path, """
 roles:
   dev:
-    tools: [echo, get-sum, get-env]
+    tools: [echo, get-sum, get-env, trigger-long-running-operation]
 tools:
   get-env:
     approval: {reason: "environment may hold secrets"}
@@ -83,7 +83,7 @@ mcp:
         with anyio.fail_after(60):
             async with stdio_session(argv) as s:
                 names = sorted(t.name for t in (await s.list_tools()).tools)
-                assert names == ["echo", "get-env", "get-sum"]
+                assert names == ["echo", "get-env", "get-sum", "trigger-long-running-operation"]
                 echo = await s.call_tool("echo", {"message": "hi", "extra": 1})
                 assert not echo.is_error and "hi" in text_of(echo)
                 total = await s.call_tool("get-sum", {"a": 2, "b": 3})
@@ -92,6 +92,15 @@ mcp:
                 assert env.is_error and "approval." in text_of(env)
                 tiny = await s.call_tool("get-tiny-image", {})
                 assert tiny.is_error and "policy.tool_not_in_role" in text_of(tiny)
+                progress: list[float] = []
+
+                async def on_progress(p: float, total: float | None, msg: str | None) -> None:
+                    progress.append(p)
+
+                done = await s.call_tool("trigger-long-running-operation",
+                                         {"duration": 1, "steps": 2}, progress_callback=on_progress)
+                assert not done.is_error
+                assert progress == [1.0, 2.0]  # the server's progress reaches this request
                 res = await s.list_resources()
                 assert res.resources
                 prompts = await s.list_prompts()

@@ -384,6 +384,8 @@ class GatedProxy:
         self._sessions: dict[str, Session] = {}
         self._conns: dict[int, Any] = {}
         self._known: set[str] = set()
+        self._progress: dict[str, tuple[Any, Any, Any]] = {}
+        self._progress_seq = 0
         self.server: Server[Any] | None = None
         if identity is not None:
             self._sessions[""] = wall.session(identity.agent, identity.role, identity.task)
@@ -437,12 +439,22 @@ class GatedProxy:
         return forward
 
     async def _forward_call(self, name: str, args: dict[str, Any],
-                            meta: dict[str, Any] | None) -> Any:
+                            meta: dict[str, Any] | None, ctx: Any = None) -> Any:
         fwd_meta = None
-        if meta and "progressToken" in meta:
-            fwd_meta = {"progressToken": meta["progressToken"]}
-        res = await self.upstream.call(lambda cs: cs.call_tool(
-            name, args, read_timeout_seconds=self.call_timeout, meta=fwd_meta))
+        token = (meta or {}).get("progress_token", (meta or {}).get("progressToken"))
+        ours = None
+        if token is not None and ctx is not None:
+            # the upstream sees a token of ours, so progress goes back to this request only
+            self._progress_seq += 1
+            ours = f"shieldwall-{self._progress_seq}"
+            self._progress[ours] = (ctx.session, ctx.request_id, token)
+            fwd_meta = {"progress_token": ours}
+        try:
+            res = await self.upstream.call(lambda cs: cs.call_tool(
+                name, args, read_timeout_seconds=self.call_timeout, meta=fwd_meta))
+        finally:
+            if ours is not None:
+                self._progress.pop(ours, None)
         dumped: dict[str, Any] = res.model_dump(by_alias=True, mode="json", exclude_none=True)
         dumped.pop("resultType", None)
         return GatedView(cap_result(dumped, self.max_result_bytes))
@@ -512,7 +524,7 @@ class GatedProxy:
             t0 = time.perf_counter()
             try:
                 real_args = wall.resolve_secrets(call.args, call.tool, state)
-                view = await self._forward_call(call.tool, real_args, meta)
+                view = await self._forward_call(call.tool, real_args, meta, ctx)
             except Exception as e:
                 msg = wall.redact_text(f"{type(e).__name__}: {e}")
                 wall.gate.record_outcome(state, call, error=msg,
@@ -650,6 +662,15 @@ class GatedProxy:
                     await self.upstream.refresh_tools()
                 except Exception as e:
                     self._log(f"re-listing tools after list_changed failed: {_describe(e)}")
+            if isinstance(note, mt.ProgressNotification):
+                route = self._progress.get(str(note.params.progress_token))
+                if route is not None:
+                    session, request_id, token = route
+                    with anyio.move_on_after(5):
+                        await session.send_progress_notification(
+                            token, note.params.progress, note.params.total,
+                            note.params.message, related_request_id=request_id)
+                continue
             data = note.model_dump(by_alias=True, mode="json", exclude_none=True)
             for conn in list(self._conns.values()):
                 with anyio.move_on_after(5):

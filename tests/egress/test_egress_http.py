@@ -194,3 +194,38 @@ def test_live_secrets_known_to_the_secrets_room_are_refused(tmp_path: Path, upst
         d = s.decide(Egress("GET", url + "?q=" + value))
         assert d.rules() == ["egress.secret_in_request"]
         assert s.decide(Egress("POST", url, {}, b"v=harmless")).allowed
+
+
+def test_with_the_secrets_room_values_are_refused_but_placeholders_resolve_after_the_gate(
+        tmp_path: Path, upstream: Upstream, monkeypatch: pytest.MonkeyPatch) -> None:
+    value = "orders-api-Tk9vQ2mZ7xLw"
+    monkeypatch.setenv("SHIELDWALL_SECRET_ORDERS_TOKEN", value)
+    policy = parse_policy(f"""
+version: 1
+roles:
+  operator: {{tools: [http_request], http_methods: [GET, POST]}}
+tools:
+  http_request: {{}}
+secrets:
+  grants: {{http_request: ["orders/token"]}}
+egress:
+  allow_hosts: ["allowed.test"]
+  schemes: [http]
+  ports: [{upstream.port}]
+  allow_private: ["127.0.0.1"]
+audit: {{path: audit.db}}
+gate: {{layer_budget_ms: 10000}}
+""")
+    wall = Shieldwall(policy, base_dir=tmp_path)
+    egress_policy(wall).resolver.inner = StaticResolver({"allowed.test": ["127.0.0.1"]})
+    url = f"http://allowed.test:{upstream.port}/orders"
+    with wall.session(agent="a", role="operator") as s:
+        # The agent has the value in hand (a leak): refused, plain or base64.
+        for body in (value.encode(), base64.b64encode(value.encode())):
+            d = s.decide(Egress("POST", url, {}, b"x=" + body))
+            assert "egress.secret_in_request" in d.rules(), d.rules()
+        # The agent names the secret; the executor puts the value in after the gate.
+        out = s.call("http_request", {"url": url,
+                                      "headers": {"Authorization": "Bearer {{secret:orders/token}}"}})
+    assert out["status"] == 200
+    assert upstream.seen[-1]["headers"]["Authorization"] == f"Bearer {value}"

@@ -239,7 +239,9 @@ def test_extra_read_only_and_read_write_paths() -> None:
     rw.mkdir()
     (ro / "in.txt").write_text("data")
     os.chmod(ro / "in.txt", 0o644)
-    os.chown(rw, 65534, 65534) if os.geteuid() == 0 else None
+    if os.geteuid() == 0:  # the documented way to grant a path: group 65534, g+rwX
+        os.chown(rw, 0, 65534)
+        os.chmod(rw, 0o770)
     try:
         _extra_paths(ro, rw)
     finally:
@@ -273,3 +275,18 @@ def test_naming_a_backend_that_lacks_a_need_is_refused() -> None:
     backend_or_skip("wasm")
     with pytest.raises(SandboxError, match="does not provide"):
         Sandbox(SMALL, backend="wasm", needs=["subprocesses"])
+
+
+def test_each_sandbox_runs_under_its_own_unprivileged_host_uid() -> None:
+    backend_or_skip("bwrap")
+    if os.geteuid() != 0:
+        pytest.skip("only root can hand sandboxes their own host uid")
+    from shieldwall.sandbox.bwrap import HOST_UID_MIN
+
+    with open_sandbox("bwrap") as a, open_sandbox("bwrap") as b:
+        assert a.run_code("open('made-inside', 'w').write('x')").ok
+        owner = os.stat(Path(a.workdir) / "made-inside").st_uid
+        assert owner >= HOST_UID_MIN and owner != 65534
+        assert os.stat(b.workdir).st_uid not in (owner, 0, 65534)
+        # inside, both still see themselves as uid 65534 ("sandbox")
+        assert b.run(["id", "-un"]).stdout == "sandbox\n"

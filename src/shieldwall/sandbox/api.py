@@ -67,11 +67,12 @@ class Sandbox:
         if workspace is not None:
             persistent = Path(workspaces_dir or default_workspaces_dir()) / check_name(workspace)
             persistent.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        uid, gid = _sandbox_ids(self.backend)
-        self._wd = WorkDir(self.limits.disk_bytes, uid, gid, persistent=persistent)
+        self._uid = _sandbox_uid(self.backend)
+        gid = None if self._uid is None else 65534
+        self._wd = WorkDir(self.limits.disk_bytes, self._uid, gid, persistent=persistent)
         prep = getattr(self.backend, "prepare_workdir", None)
         if prep is not None and not self._wd.mounted:
-            prep(self._wd.path)
+            prep(self._wd.path, self._uid)
         self._closed = False
 
     # ---------------------------------------------------------------- lifecycle
@@ -101,6 +102,7 @@ class Sandbox:
             argv=list(argv), workdir=self._wd.path, limits=self.limits.merged(limits),
             env=self.env, stdin=stdin, ro_paths=self.ro_paths, rw_paths=self.rw_paths,
             network=self.network, proxy_socket=self.proxy_socket, secrets=self.secrets,
+            host_uid=self._uid,
         )
 
     def run(self, argv: Sequence[str], *, stdin: bytes = b"",
@@ -143,11 +145,12 @@ class Sandbox:
         return self._wd.list()
 
 
-def _sandbox_ids(backend: Backend) -> tuple[int | None, int | None]:
+def _sandbox_uid(backend: Backend) -> int | None:
+    """The host uid that owns the work directory and runs the sandbox (root only)."""
     import os
 
-    if os.geteuid() != 0 or backend.name in ("wasm",):
-        return None, None
-    from .bwrap import SANDBOX_GID, SANDBOX_UID
+    if os.geteuid() != 0 or backend.name == "wasm":
+        return None
+    from .bwrap import SANDBOX_UID, host_ids
 
-    return SANDBOX_UID, SANDBOX_GID
+    return SANDBOX_UID if backend.name == "gvisor" else host_ids()

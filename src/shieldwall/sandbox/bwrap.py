@@ -5,9 +5,12 @@ generated ``/etc`` with only the loader cache, time zone, certificates and a two
 ``passwd``; its own ``/proc`` (new pid namespace: no host process is visible); a
 minimal ``/dev``; ``/tmp`` and ``/dev/shm`` as small tmpfs; the work directory at
 ``/workspace``; no network interface but loopback; uid 65534 with no capabilities. The
-root is remounted read-only. When the parent is root, bwrap itself is started as host
-uid 65534 (root's bwrap would map the sandbox to host uid 0, which owns ``/etc/shadow``
-and ``/root``), so even a kernel bug in the user namespace meets an unprivileged uid.
+root is remounted read-only. When the parent is root, bwrap itself is started as a fresh,
+random, unprivileged host uid per sandbox, group 65534 (root's bwrap would map the
+sandbox to host uid 0, which owns ``/etc/shadow`` and ``/root``), so even a kernel bug in
+the user namespace meets an unprivileged uid that no other process shares. Extra paths
+must be readable (ro) or group-writable (rw, ``chgrp 65534``) for that uid; so must the
+egress proxy's Unix socket in ``network="proxy"`` mode.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import secrets
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -27,8 +31,17 @@ from .launcher import LauncherPool
 from .runner import Launch, Started, finish, rlimits_for, start
 from .types import ErrorKind, RunResult, RunSpec
 
-SANDBOX_UID = 65534
+SANDBOX_UID = 65534  # the uid *inside* the sandbox (and gVisor's guest uid)
 SANDBOX_GID = 65534
+HOST_UID_MIN = 1 << 20  # host uids for sandboxes: random, unused by any account
+
+
+def host_ids() -> int:
+    """A fresh host uid for one sandbox when we are root: not ``nobody``, which system
+    services share, and not another sandbox's, so sandboxes cannot signal, trace or read
+    each other's files even outside their namespaces. The group is always 65534, so that
+    an operator can grant extra read-write paths with ``chgrp 65534; chmod g+rwX``."""
+    return HOST_UID_MIN + secrets.randbelow((1 << 31) - HOST_UID_MIN)
 WORKDIR = "/workspace"
 PROXY_SOCKET_INSIDE = "/run/shieldwall/egress.sock"
 PROXY_PORT = 3128
@@ -163,10 +176,10 @@ class BwrapBackend:
                 [sfd, afd, *spec.extra_fds])
 
     # ----------------------------------------------------------------- running
-    def prepare_workdir(self, path: str) -> None:
-        """Give the work directory to the sandbox uid (when we are root)."""
-        if self._root:
-            os.chown(path, SANDBOX_UID, SANDBOX_GID)
+    def prepare_workdir(self, path: str, uid: int | None) -> None:
+        """Give the work directory to the sandbox's host uid (when we are root)."""
+        if self._root and uid is not None:
+            os.chown(path, uid, SANDBOX_GID)
 
     def launch(self, spec: RunSpec) -> tuple[Launch, list[int]]:
         """The run, ready for the runner; the caller closes the fds once it started."""
@@ -175,8 +188,7 @@ class BwrapBackend:
         return Launch(
             argv=argv, env={"PATH": SYSTEM_PATH}, limits=spec.limits, backend=self.name,
             pool=self._pool, cwd="/", pass_fds=fds,
-            uid=SANDBOX_UID if self._root else None,
-            gid=SANDBOX_GID if self._root else None,
+            uid=_run_uid(spec, self._root), gid=SANDBOX_GID if self._root else None,
             rlimits=rlimits_for(spec.limits, address_space=not has_cg,
                                 nproc=not has_cg and self._root),
             stdin=spec.stdin, secrets=spec.secrets,
@@ -247,6 +259,12 @@ def make_etc_dir() -> str:
     os.chmod(d, 0o755)  # noqa: S103 - bound read-only; readable by the sandbox uid
     return d
 
+
+
+def _run_uid(spec: RunSpec, root: bool) -> int | None:
+    if not root:
+        return None
+    return spec.host_uid if spec.host_uid is not None else SANDBOX_UID
 
 
 def dir_usage(path: str) -> int:

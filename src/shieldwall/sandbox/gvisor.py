@@ -62,7 +62,8 @@ class GvisorBackend:
             return False, "runsc needs root here (rootless mode is not supported by this backend)"
         return True, f"{self._runsc} --platform=ptrace --network=none"
 
-    def prepare_workdir(self, path: str) -> None:
+    def prepare_workdir(self, path: str, uid: int | None) -> None:
+        # the guest runs as 65534 inside the Sentry, which checks ownership as the host sees it
         os.chown(path, SANDBOX_UID, SANDBOX_GID)
 
     def _root(self) -> tuple[str, str]:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from .bwrap import BwrapBackend
+from .bwrap import BwrapBackend, host_ids
 from .runner import Started, abandon, finish
 from .types import ErrorKind, Limits, RunResult, RunSpec, SandboxError
 from .workspace import WorkDir
@@ -110,7 +110,6 @@ class WarmPool:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._closed = False
-        self._uid = 65534 if _is_root() else None
         src = _ZYGOTE.replace("#PREIMPORT#", "".join(f"import {m}\n" for m in PREIMPORT))
         self._argv = [backend.python, "-I", "-c", src]
         self._thread = threading.Thread(target=self._loop, name="shieldwall-warm-pool",
@@ -119,13 +118,14 @@ class WarmPool:
 
     # ---------------------------------------------------------------- workers
     def _spawn(self) -> _Worker:
-        wd = WorkDir(self.limits.disk_bytes, self._uid, self._uid)
+        uid = host_ids() if _is_root() else None
+        wd = WorkDir(self.limits.disk_bytes, uid, None if uid is None else 65534)
         if not wd.mounted:
-            self.backend.prepare_workdir(wd.path)
+            self.backend.prepare_workdir(wd.path, uid)
         r, w = os.pipe2(os.O_CLOEXEC)
         # the zygote waits for its program: the wall clock counts only from dispatch
         spec = RunSpec(argv=[*self._argv, "@fd2"], workdir=wd.path, limits=self.limits,
-                       env=self.env, secrets=self.secrets, extra_fds=[w])
+                       env=self.env, secrets=self.secrets, extra_fds=[w], host_uid=uid)
         try:
             started = self.backend.start(spec)
         finally:

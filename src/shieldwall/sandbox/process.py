@@ -6,7 +6,7 @@ start unless the policy sets ``sandbox.allow_weak: true``. Every run logs a warn
 What it does enforce: wall-clock timeout, output caps, CPU/file-size/open-file rlimits,
 an address-space limit, a process limit when a pids cgroup can be made, an environment
 holding only what the policy granted, and secret redaction. When run as root it drops
-to uid 65534 first, so that at least root's files stay out of reach.
+to a fresh unprivileged uid first, so that at least root's files stay out of reach.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import logging
 import os
 import sys
 
-from .bwrap import SANDBOX_GID, SANDBOX_UID, SYSTEM_PATH, dir_usage
+from .bwrap import SANDBOX_GID, SYSTEM_PATH, _run_uid, dir_usage
 from .cgroup import CgroupLayout, detect
 from .launcher import LauncherPool
 from .runner import Launch, execute, rlimits_for
@@ -49,9 +49,9 @@ class ProcessBackend:
     def available(self) -> tuple[bool, str]:
         return True, "always available; weak (rlimits + scrubbed environment only)"
 
-    def prepare_workdir(self, path: str) -> None:
-        if self._root:
-            os.chown(path, SANDBOX_UID, SANDBOX_GID)
+    def prepare_workdir(self, path: str, uid: int | None) -> None:
+        if self._root and uid is not None:
+            os.chown(path, uid, SANDBOX_GID)
 
     def execute(self, spec: RunSpec) -> RunResult:
         log.warning(WARNING)
@@ -64,8 +64,7 @@ class ProcessBackend:
         return execute(Launch(
                 argv=list(spec.argv), env=env, limits=spec.limits, backend=self.name,
                 pool=self._pool, cwd=spec.workdir,
-                uid=SANDBOX_UID if self._root else None,
-                gid=SANDBOX_GID if self._root else None,
+                uid=_run_uid(spec, self._root), gid=SANDBOX_GID if self._root else None,
                 rlimits=rlimits_for(spec.limits, address_space=not has_cg, nproc=not has_cg),
                 stdin=spec.stdin, secrets=spec.secrets,
                 disk_usage=lambda: dir_usage(spec.workdir),

@@ -34,7 +34,8 @@ GUARANTEES: dict[str, str] = {
                      "are invisible; nothing outside the work directory is writable",
     "no_host_processes": "host processes cannot be seen, traced or signalled",
     "no_host_env": "the host's environment variables are absent (only granted ones)",
-    "unprivileged": "runs as uid 65534 with no capabilities; setuid binaries gain nothing",
+    "unprivileged": "runs as uid 65534 inside (a fresh unprivileged uid on the host) with no "
+                    "capabilities; setuid binaries gain nothing",
     "syscall_filter": "ptrace, mount, namespaces, keyrings, bpf, perf, io_uring, modules, "
                       "kexec and similar system calls fail with EPERM",
     "no_syscalls": "the guest has no system calls at all, only WASI functions",

@@ -118,6 +118,7 @@ class RunSpec:
     proxy_socket: str | None = None
     secrets: Mapping[str, str] = field(default_factory=dict)
     extra_fds: Sequence[int] = ()  # inherited by the command; argv names them @fd2, @fd3...
+    host_uid: int | None = None  # host uid (and gid) the run drops to, when started as root
 
 
 @runtime_checkable

@@ -104,7 +104,7 @@ class WasmBackend:
     def available(self) -> tuple[bool, str]:
         return self._verify()
 
-    def prepare_workdir(self, path: str) -> None:
+    def prepare_workdir(self, path: str, uid: int | None) -> None:
         return None
 
     def compiled(self) -> Path:

@@ -298,7 +298,7 @@ def main() -> None:
         "threshold": thr,
         "threshold_rule": f"{args.fpr:.2%} FPR on validation (prompts + local docs + augmented)",
         "validation": per,
-        "training_command": "python scripts/train_detector.py " + " ".join(sys.argv[1:]),
+        "training_command": " ".join(["python scripts/train_detector.py", *sys.argv[1:]]),
         "params": {"seed": args.seed, "C": args.C, "max_doc_chunks": args.max_doc_chunks,
                    "augment": args.augment},
         "data": {

@@ -143,6 +143,42 @@ async def _http(url: str, token: str | None) -> AsyncIterator[Any]:
         yield s
 
 
+async def _inprocess_pair(policy: Path, server: list[str], n: int, warmup: int
+                          ) -> tuple[list[float], list[float]]:
+    """The gateway in this process (client ↔ memory streams ↔ gateway ↔ stdio server):
+    its own cost, without a second process to schedule."""
+    import anyio
+    from mcp.shared.memory import create_client_server_memory_streams
+
+    from mcp import ClientSession
+
+    from ..mcp.cli import build
+    from ..mcp.proxy import GatedProxy, Identity
+    from ..mcp.upstream import UpstreamSpec
+    from ..policy.load import load_policy
+
+    pol = load_policy(policy)
+    wall, pins = build(policy, pol, None)
+    with open(os.devnull, "w") as devnull:
+        proxy = GatedProxy(wall, UpstreamSpec(command=server), pins,
+                           identity=Identity("bench", "bench"), errlog=devnull)
+        out: list[tuple[list[float], list[float]]] = []
+
+        async def body(p: GatedProxy) -> None:
+            assert p.server is not None
+            async with create_client_server_memory_streams() as (client, srv), \
+                    anyio.create_task_group() as tg:
+                tg.start_soon(p.server.run, srv[0], srv[1], p.initialization_options())
+                async with _stdio(server) as d, ClientSession(client[0], client[1]) as g:
+                    out.append(await _paired(d, g, n, warmup))
+                tg.cancel_scope.cancel()
+
+        await proxy.run(body)
+    proxy.close()
+    wall.close()
+    return out[0]
+
+
 def _gate_only(policy: Path, n: int) -> list[float]:
     """The gateway's gate work per tools/call, without any transport."""
     from ..actions import ToolCall, ToolResult
@@ -205,6 +241,9 @@ def command(
     direct, gated = anyio.run(stdio_pair)
     results["stdio direct"] = summary(direct)
     results["stdio via wrap"] = summary(gated)
+    direct, gated = anyio.run(_inprocess_pair, policy, [py, str(server)], n, warmup)
+    results["stdio direct (2)"] = summary(direct)
+    results["stdio via in-process gateway"] = summary(gated)
 
     up_port, gw_port = _free_port(), _free_port()
     upstream = subprocess.Popen([py, str(server), "--http", str(up_port)],
@@ -239,11 +278,13 @@ def command(
         table.add_column(col)
     rows: list[list[str]] = []
     for name, st in results.items():
-        base = results["stdio direct" if name.startswith("stdio") else "http direct"]
+        base = results["stdio direct (2)" if "in-process" in name else
+                       "stdio direct" if name.startswith("stdio") else "http direct"]
         added50 = (st["p50_us"] - base["p50_us"]) / 1000
         added99 = (st["p99_us"] - base["p99_us"]) / 1000
+        baseline = "direct" in name
         row = [name, f"{st['p50_us'] / 1000:.3f}", f"{st['p99_us'] / 1000:.3f}",
-               "-" if st is base else f"{added50:+.3f}", "-" if st is base else f"{added99:+.3f}"]
+               "-" if baseline else f"{added50:+.3f}", "-" if baseline else f"{added99:+.3f}"]
         rows.append(row)
         table.add_row(*row)
     row = ["gate only, in-process (call + result + outcome)", f"{gate['p50_us'] / 1000:.3f}",
@@ -259,6 +300,9 @@ def command(
         "the SDK (lowlevel Server), a separate process.",
         "Gateway: policy grants `echo` with a max_length constraint; SQLite audit on; "
         "pinning off; every room's layers installed (whatever is in the tree).",
+        "'in-process gateway': the gateway runs inside the benchmark process, the client "
+        "reaches it over memory streams; its added time is the gateway's own cost (second SDK "
+        "hop, gate, result rebuilding) without an extra process to schedule.",
         "Through the gateway a call crosses two SDK hops (client→gateway, gateway→server) "
         "instead of one, one more process to schedule, the gate on the call and on the result, "
         "and three audit entries (call, result, outcome). The last row is the gate's share "

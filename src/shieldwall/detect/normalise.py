@@ -14,6 +14,8 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 
+import re2
+
 from ..actions import Severity
 from .base import Hit
 
@@ -95,12 +97,17 @@ _BIDI = re.compile("[" + "".join(chr(c) for c in sorted(BIDI)) + "]")
 _EMOJI_JOINERS = re.compile("[\u200d\ufe00-\ufe0f]")
 
 
+# One RE2 pass (linear, on UTF-8) says whether there is anything to strip at all.
+_ANY_INVISIBLE = re2.compile(
+    "[" + "".join(chr(c) for c in sorted(ZERO_WIDTH | BIDI)) + "\U000E0000-\U000E007F]")
+
+
 def strip_invisible(text: str) -> tuple[str, int, int, str]:
     """Remove zero-width, bidi and tag characters. Returns (text, removed, bidi, tags).
 
     ``removed`` does not count ZWJ and variation selectors: they are ordinary inside
     emoji sequences (they are still removed from the matching view)."""
-    if text.isascii():
+    if text.isascii() or not _ANY_INVISIBLE.search(text):
         return text, 0, 0, ""
     tags = ""
     removed = 0
@@ -115,7 +122,8 @@ def strip_invisible(text: str) -> tuple[str, int, int, str]:
 
 _CONF = "".join(CONFUSABLES)
 # A Latin letter next to a look-alike: every mixed-script word has such a seam.
-_SEAM = re.compile(f"[A-Za-z][{_CONF}]|[{_CONF}][A-Za-z]")
+_SEAM = re2.compile(f"[A-Za-z][{_CONF}]|[{_CONF}][A-Za-z]")
+_SEAM_PY = re.compile(f"[A-Za-z][{_CONF}]|[{_CONF}][A-Za-z]")
 _WORD_CHARS = re.compile(r"\w+")
 
 
@@ -127,7 +135,7 @@ def fold_confusables(text: str) -> tuple[str, int]:
     out: list[str] = []
     last = 0
     count = 0
-    for m in _SEAM.finditer(text):
+    for m in re.finditer(_SEAM_PY, text):
         if m.start() < last:
             continue
         s = m.start()

@@ -590,17 +590,13 @@ class EgressProxy:
             or "close" in (req.get("connection") or "").lower() \
             or "close" in (req.get("proxy-connection") or "").lower()
         conn_tokens = {t.strip().lower() for t in (req.get("connection") or "").split(",")}
-        headers = {k: v for k, v in req.headers
-                   if k.lower() not in _HOP_BY_HOP and k.lower() not in conn_tokens}
-        if len(headers) != len([h for h in req.headers if h[0].lower() not in _HOP_BY_HOP
-                                and h[0].lower() not in conn_tokens]):
-            # Repeated header names: keep them, joined, as one list value (RFC 9110 5.3).
-            merged: dict[str, str] = {}
-            for k, v in req.headers:
-                if k.lower() in _HOP_BY_HOP or k.lower() in conn_tokens:
-                    continue
-                merged[k] = f"{merged[k]}, {v}" if k in merged else v
-            headers = merged
+        headers: dict[str, str] = {}
+        for k, v in req.headers:
+            lk = k.lower()
+            if lk in _HOP_BY_HOP or lk in conn_tokens:
+                continue
+            # A repeated field becomes one comma-joined value (RFC 9110, 5.3).
+            headers[k] = f"{headers[k]}, {v}" if k in headers else v
         action = Egress(req.method.upper(), req.target, headers, body)
         await self._prime_dns(req.target)
         d = await self._decide(ident, action)

@@ -166,8 +166,14 @@ class ResultLayer(_Base):
         res, hits = self._injection(text, "tool")
         v = _VERDICT[self.section.results.on_injection]
         what = f"result of {action.tool}"
+        truncated = len(text) > self.section.max_scan_chars
         out = [_finding(self.name, h, v, what) for h in hits]
         out += [_finding(self.name, h, Verdict.ALLOW, what) for h in res.advisory]
+        if truncated:
+            out.append(Finding(self.name, "detect.scan_truncated",
+                               f"{what}: only the first {self.section.max_scan_chars} of "
+                               f"{len(text)} characters were scanned", Verdict.ALLOW,
+                               severity=Severity.INFO))
         out += [_finding(self.name, h, _VERDICT[self.section.input.invisible_text], what)
                 for h in _invisible(res)]
         out += [_finding(self.name, h, Verdict.DENY, what) for h in self._external(text, "result")]

@@ -126,3 +126,29 @@ def test_sigkill_at_random_points_loses_no_acknowledged_entry(spec: StoreSpec, s
     store = spec.open()
     assert verify_store(store, keyring(signer.public_key), check_columns=True).ok
     store.close()
+
+
+def test_a_log_opened_before_fork_works_in_parent_and_child(spec: StoreSpec, signer: HeadSigner,
+                                                            make_log: Any) -> None:
+    # a pre-fork server: the wall (and its audit log) is built before workers fork
+    log = make_log(batch_max_entries=1000, batch_max_delay_ms=50)
+    log.append(make_entry(0), durable=True)
+    log.append(make_entry(1))  # pending in the parent when it forks (its flusher commits it)
+
+    def child() -> None:
+        for i in range(20):
+            log.append(make_entry(100 + i), durable=True)
+        log.close()
+
+    pid = _fork(child)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    log.append(make_entry(2), durable=True)  # the parent's connection still works
+    log.close()
+    store = spec.open()
+    rep = verify_store(store, keyring(signer.public_key), check_columns=True)
+    assert rep.ok, rep.problems
+    assert rep.size == 23
+    digests = sorted(bytes(r.leaf).split(b'"result_digest":"')[1][:64].decode() for r in store.iter_rows())
+    assert digests == sorted(f"{i:064x}" for i in [0, 1, 2, *range(100, 120)])  # each entry once
+    store.close()

@@ -24,6 +24,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import hashlib
+import os
 import re
 import threading
 import time
@@ -167,8 +168,11 @@ class MerkleAuditLog:
         self._failure: BaseException | None = None
         self._closed = False
         self._flusher: threading.Thread | None = None
+        self._pid = os.getpid()
         self._atexit = _closer(weakref.ref(self))
         atexit.register(self._atexit)
+        before, after_parent, after_child = _fork_guards(weakref.ref(self))
+        os.register_at_fork(before=before, after_in_parent=after_parent, after_in_child=after_child)
 
     # ----------------------------------------------------------------- writing
 
@@ -183,6 +187,8 @@ class MerkleAuditLog:
     def append(self, entry: Mapping[str, Any], *, durable: bool | None = None) -> int:
         """Record one entry and return its sequence number (see the module docstring)."""
         prepared = self.prepare(entry)
+        if self._pid != os.getpid():
+            self._after_fork()
         with self._lock:
             seq = self._add(prepared)
             if durable or (durable is None and self._durable_each) or len(self._rows) >= self._batch_max:
@@ -194,6 +200,8 @@ class MerkleAuditLog:
     def append_many(self, entries: Iterable[Mapping[str, Any]], *, durable: bool = True) -> list[int]:
         """Record many entries in one transaction; returns their sequence numbers."""
         prepared = [self.prepare(e) for e in entries]
+        if self._pid != os.getpid():
+            self._after_fork()
         with self._lock:
             seqs = [self._add(p) for p in prepared]
             if durable or len(self._rows) >= self._batch_max:
@@ -204,6 +212,8 @@ class MerkleAuditLog:
 
     def flush(self) -> int:
         """Commit the open batch; return the log size this process has seen committed."""
+        if self._pid != os.getpid():
+            self._after_fork()
         with self._lock:
             self._raise_failure()
             if self._frontier is not None:
@@ -214,6 +224,8 @@ class MerkleAuditLog:
 
     def sign_head(self) -> TreeHead:
         """Commit the open batch and sign a head for the log as it now stands."""
+        if self._pid != os.getpid():
+            self._after_fork()
         with self._lock:
             if self._frontier is not None:
                 self._commit(force_head=True)
@@ -224,6 +236,8 @@ class MerkleAuditLog:
             return heads[-1]
 
     def close(self) -> None:
+        if self._pid != os.getpid():
+            self._after_fork()
         with self._lock:
             if self._closed:
                 return
@@ -249,6 +263,21 @@ class MerkleAuditLog:
         self.close()
 
     # ----------------------------------------------------------------- internals
+
+    def _after_fork(self) -> None:
+        """First use in a forked child (a pre-fork server): the parent's batch, locks,
+        flusher thread and database connection are not this process's. Start clean on a
+        connection of its own; the parent's pending entries stay the parent's."""
+        self._pid = os.getpid()
+        self._lock = threading.RLock()
+        self._wake = threading.Condition(self._lock)
+        self._rows = []
+        self._frontier = None
+        self._flusher = None
+        self._failure = None
+        reopen = getattr(self.store, "reopen_after_fork", None)
+        if reopen is not None:
+            reopen()
 
     def _raise_failure(self) -> None:
         if self._failure is not None:
@@ -337,6 +366,34 @@ def _closer(ref: weakref.ReferenceType[MerkleAuditLog]) -> Callable[[], None]:
                 log.close()
 
     return close
+
+
+def _fork_guards(ref: weakref.ReferenceType[MerkleAuditLog]
+                 ) -> tuple[Callable[[], None], Callable[[], None], Callable[[], None]]:
+    """Commit any open batch before fork(), so no transaction (and no database lock) is
+    copied into the child; the child then opens its own connection on first use."""
+    held: list[MerkleAuditLog] = []
+
+    def before() -> None:
+        log = ref()
+        if log is None or log._closed or log._pid != os.getpid():
+            return
+        log._lock.acquire()
+        held.append(log)
+        if log._frontier is not None:
+            try:
+                log._commit()
+            except BaseException as exc:  # reported at the next append in the parent
+                log._failure = exc
+
+    def after_in_parent() -> None:
+        while held:
+            held.pop()._lock.release()
+
+    def after_in_child() -> None:
+        held.clear()  # the child replaces the copied lock on first use (_after_fork)
+
+    return before, after_in_parent, after_in_child
 
 
 def open_log(store: Store, signer: HeadSigner, section: Any,

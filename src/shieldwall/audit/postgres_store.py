@@ -12,6 +12,7 @@ has made it durable (``synchronous_commit`` on, the server default). Rows go in 
 from __future__ import annotations
 
 import contextlib
+import os
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -21,6 +22,9 @@ from psycopg import sql
 
 from .signing import TreeHead
 from .store import Query, Row, WriterState
+
+# connections inherited across fork(): kept referenced so they are never closed in the child
+_ABANDONED: list[object] = []
 
 _ROW_COLS = ("seq", "leaf", "leaf_hash", "time", "session", "agent", "tool", "verdict", "kind",
              "event", "rules")
@@ -74,6 +78,17 @@ class PostgresStore:
             conn.execute("SET synchronous_commit = on")
         conn.commit()
         return conn
+
+    def reopen_after_fork(self) -> None:
+        """The parent's socket must stay the parent's: closing it here would end the
+        parent's session. Point this process's copy of the descriptor at /dev/null, so
+        that even its eventual close sends nothing down the parent's socket."""
+        with contextlib.suppress(Exception):
+            devnull = os.open(os.devnull, os.O_RDWR)
+            os.dup2(devnull, self._conn.fileno())
+            os.close(devnull)
+        _ABANDONED.append(self._conn)
+        self._conn = self._connect()
 
     def _t(self, name: str) -> sql.Composed:
         return sql.SQL("{}.{}").format(self._s, sql.Identifier(name))

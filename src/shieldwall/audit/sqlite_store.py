@@ -68,11 +68,8 @@ class SQLiteStore:
         self.describe = f"sqlite:{self.path}"
         if synchronous.lower() not in ("full", "normal"):
             raise ValueError("synchronous must be 'full' or 'normal'")
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
-                                   timeout=busy_timeout_ms / 1000)
-        self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-        self._db.execute("PRAGMA journal_mode = WAL")
-        self._db.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+        self._synchronous = synchronous.upper()
+        self._db = self._connect(busy_timeout_ms)
         self._busy_timeout_ms = int(busy_timeout_ms)
         self._busy_timeout = busy_timeout_ms / 1000
         if not self._initialised():
@@ -90,6 +87,24 @@ class SQLiteStore:
                 raise
         row = self._db.execute("SELECT value FROM meta WHERE key = 'log_id'").fetchone()
         self.log_id: str = row[0]
+
+    def _connect(self, busy_timeout_ms: int) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                             timeout=busy_timeout_ms / 1000)
+        db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute(f"PRAGMA synchronous = {self._synchronous}")
+        return db
+
+    def reopen_after_fork(self) -> None:
+        """A connection must not cross fork(). SQLite keeps per-file lock state in process
+        memory, so the copy inherited from the parent (perhaps mid-transaction) would make
+        every new connection here look locked: close it first. POSIX locks are not
+        inherited, so closing releases nothing of the parent's, and in WAL mode a
+        rollback touches no file the parent relies on."""
+        with contextlib.suppress(Exception):
+            self._db.close()
+        self._db = self._connect(self._busy_timeout_ms)
 
     def _initialised(self) -> bool:
         try:

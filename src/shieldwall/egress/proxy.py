@@ -348,8 +348,13 @@ class EgressProxy:
     # -- lifecycle -----------------------------------------------------------
 
     async def start(self, host: str | None = None, port: int | None = None,
-                    unix_path: str | None = None, unix_mode: int = 0o666) -> list[str]:
-        """Listen; returns the addresses (``host:port`` / socket path) actually bound."""
+                    unix_path: str | None = None, unix_mode: int = 0o666,
+                    unix_identity: ProxyIdentity | None = None) -> list[str]:
+        """Listen; returns the addresses (``host:port`` / socket path) actually bound.
+
+        ``unix_identity`` makes the Unix socket a per-agent door: whoever can reach that
+        socket (one sandbox, into which only it is bound) acts as that identity, with no
+        token inside the sandbox. Without it, Unix clients authenticate like TCP ones."""
         limit = self.policy.limits.max_header_bytes
         bound: list[str] = []
         if host is not None and port is not None:
@@ -362,7 +367,12 @@ class EgressProxy:
         if unix_path is not None:
             if os.path.exists(unix_path):
                 os.unlink(unix_path)
-            usrv = await asyncio.start_unix_server(self._client, unix_path, limit=limit)
+            ident = unix_identity
+
+            async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+                await self._client(r, w, ident)
+
+            usrv = await asyncio.start_unix_server(handler, unix_path, limit=limit)
             os.chmod(unix_path, unix_mode)  # access is still by proxy credential
             self.servers.append(usrv)
             bound.append(unix_path)
@@ -386,7 +396,8 @@ class EgressProxy:
 
     # -- one client connection -------------------------------------------------
 
-    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                      fixed: ProxyIdentity | None = None) -> None:
         task = asyncio.current_task()
         if task is not None:
             self._tasks.add(task)
@@ -398,7 +409,7 @@ class EgressProxy:
                 return
             peer = writer.get_extra_info("peername")
             for _ in range(10_000):  # keep-alive requests on one connection, bounded
-                keep = await self._one(reader, writer, up, peer)
+                keep = await self._one(reader, writer, up, peer, fixed)
                 if not keep:
                     break
         except (_Closed, ConnectionError, asyncio.IncompleteReadError):
@@ -415,7 +426,7 @@ class EgressProxy:
                 self._tasks.discard(task)
 
     async def _one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                   up: list[_Upstream | None], peer: Any) -> bool:
+                   up: list[_Upstream | None], peer: Any, fixed: ProxyIdentity | None = None) -> bool:
         s = self.settings
         try:
             try:
@@ -430,7 +441,7 @@ class EgressProxy:
             except TimeoutError:
                 raise _Reply(408, "request head not received in time") from None
             req = _parse_head(head)
-            ident = self.credentials.authenticate(req.get("proxy-authorization"))
+            ident = fixed or self.credentials.authenticate(req.get("proxy-authorization"))
             if ident is None:
                 self._emit(event="proxy_auth_failed", peer=str(peer), method=req.method)
                 raise _Reply(407, "proxy credential missing or not recognised",

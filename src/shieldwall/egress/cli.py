@@ -22,6 +22,10 @@ def serve(
     listen: Annotated[str | None, typer.Option(help="host:port (default: egress.proxy.listen)")] = None,
     unix: Annotated[str | None, typer.Option(help="also listen on this Unix socket")] = None,
     no_tcp: Annotated[bool, typer.Option("--no-tcp", help="listen on the Unix socket only")] = False,
+    unix_agent: Annotated[str | None, typer.Option(
+        help="the Unix socket is this agent's door (bound into its sandbox): no token needed")] = None,
+    unix_role: Annotated[str | None, typer.Option(help="role for --unix-agent")] = None,
+    unix_task: Annotated[str | None, typer.Option(help="task for --unix-agent")] = None,
 ) -> None:
     """Serve the proxy. Agents authenticate with Proxy-Authorization (Basic agent:token or
     Bearer token) against egress.proxy.credentials; refusals are 403 with
@@ -33,7 +37,7 @@ def serve(
     from ..errors import PolicyError
     from ..wall import Shieldwall
     from .layer import egress_policy
-    from .proxy import EgressProxy, new_event_loop, session_decider
+    from .proxy import EgressProxy, ProxyIdentity, new_event_loop, session_decider
     from .proxy import serve as run
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -51,6 +55,13 @@ def serve(
                         event=lambda e: logging.getLogger("shieldwall.egress.proxy").info("%s", e))
     tcp = None if no_tcp else (listen or settings.listen)
     sock = unix or settings.unix_socket
+    ident = None
+    if unix_agent is not None:
+        if unix_role is None or sock is None:
+            typer.secho("--unix-agent needs --unix-role and a Unix socket (--unix)",
+                        fg=typer.colors.RED, err=True)
+            raise typer.Exit(2)
+        ident = ProxyIdentity(unix_agent, unix_role, unix_task)
 
     def ready(bound: list[str]) -> None:
         typer.echo("shieldwall proxy listening on " + ", ".join(bound))
@@ -63,7 +74,7 @@ def serve(
     gc.collect()
     gc.freeze()
     try:
-        loop.run_until_complete(run(proxy, tcp, sock, ready))
+        loop.run_until_complete(run(proxy, tcp, sock, ready, unix_identity=ident))
     except KeyboardInterrupt:
         pass
     finally:

@@ -813,13 +813,14 @@ def new_event_loop(prefer_uvloop: bool = True) -> tuple[asyncio.AbstractEventLoo
 
 
 async def serve(proxy: EgressProxy, listen: str | None, unix_path: str | None,
-                ready: Callable[[list[str]], None] | None = None) -> None:
+                ready: Callable[[list[str]], None] | None = None,
+                unix_identity: ProxyIdentity | None = None) -> None:
     host: str | None = None
     port: int | None = None
     if listen:
         host, _, port_text = listen.rpartition(":")
         host, port = host.strip("[]") or "127.0.0.1", int(port_text)
-    bound = await proxy.start(host, port, unix_path)
+    bound = await proxy.start(host, port, unix_path, unix_identity=unix_identity)
     if ready is not None:
         ready(bound)
     try:

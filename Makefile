@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 EXTRAS ?= dev,agentdojo,test-vault
 
-.PHONY: setup demo test lint typecheck unit system services lock clean
+.PHONY: setup demo test lint typecheck unit system services peers lock clean
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -23,6 +23,9 @@ system:
 services:
 	bash scripts/services.sh
 
+peers:
+	PY=$(PY) bash scripts/test-peers.sh
+
 lint: setup
 	$(BIN)/ruff check src tests
 
@@ -30,9 +33,9 @@ typecheck: setup
 	$(BIN)/mypy src
 
 unit: setup
-	$(BIN)/pytest
+	SHIELDWALL_STRICT_SKIPS=$${SHIELDWALL_STRICT_SKIPS:-1} $(BIN)/pytest
 
-test: setup system services lint typecheck unit
+test: setup system services peers lint typecheck unit
 
 lock:
 	$(BIN)/pip freeze --exclude-editable | grep -v '^shieldwall' > constraints.txt

@@ -115,6 +115,14 @@ class Session:
         assert isinstance(call, ToolCall)
         return self._execute(call)
 
+    def ask(self, decision: Decision) -> Decision:
+        """Put an ``ask`` decision on a tool call before the approver; return the final
+        decision (allowed only if a person approved exactly these arguments)."""
+        call = decision.action
+        if decision.verdict != Verdict.ASK or not isinstance(call, ToolCall):
+            return decision
+        return self._ask(call.tool, call.args, decision)
+
     def _ask(self, tool: str, args: dict[str, Any], decision: Decision) -> Decision:
         req = decision.approval
         wall = self.wall

@@ -514,7 +514,7 @@ class GatedProxy:
             decision = session.decide(ToolCall(name, args),
                                       approval_id=approval if isinstance(approval, str) else None)
             if decision.verdict == Verdict.ASK:
-                decision = await anyio.to_thread.run_sync(session._ask, name, args, decision)
+                decision = await anyio.to_thread.run_sync(session.ask, decision)
             if not decision.allowed:
                 return _denied_result(decision)
             call = decision.action

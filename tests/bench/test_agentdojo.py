@@ -23,10 +23,12 @@ def runners() -> dict[str, SuiteRunner]:
     return {}
 
 
-def _runner(runners: dict[str, SuiteRunner], suite: str, shielded: bool) -> SuiteRunner:
-    key = f"{suite}:{shielded}"
+def _runner(runners: dict[str, SuiteRunner], suite: str, shielded: bool,
+            scope: str = "oracle") -> SuiteRunner:
+    key = f"{suite}:{shielded}:{scope}"
     if key not in runners:
-        runners[key] = SuiteRunner(suite, POLICIES / f"{suite}.yaml" if shielded else None)
+        runners[key] = SuiteRunner(suite, POLICIES / f"{suite}.yaml" if shielded else None,
+                                   scope=scope)
     return runners[key]
 
 
@@ -69,6 +71,8 @@ def test_provenance_rule_names_the_refusal(runners: dict[str, SuiteRunner]) -> N
     ("workspace", "user_task_13"),  # reply to a named colleague with data from a file
     ("banking", "user_task_3"),  # refund an IBAN the user typed
     ("slack", "user_task_2"),  # invite a person the user named
+    ("workspace", "user_task_9"),  # invite the participants of an existing meeting
+    ("workspace", "user_task_18"),  # invite the sender of a mail
 ])
 def test_benign_task_passes_the_gate(runners: dict[str, SuiteRunner], suite: str,
                                      user_task: str) -> None:
@@ -99,3 +103,29 @@ def test_missing_workspace_ground_truth_reaches_its_goal(runners: dict[str, Suit
     result = _runner(runners, "workspace", False).run("user_task_24", "injection_task_6")
     assert any(c.origin == "injection" for c in result.calls)
     assert result.security is True
+
+
+def test_phishing_link_relayed_to_real_colleagues_is_refused(
+        runners: dict[str, SuiteRunner]) -> None:
+    # the recipients are the user's real meeting participants (system-written, trusted);
+    # the link in the body exists only in the injected text
+    result = _runner(runners, "workspace", True).run("user_task_13", "injection_task_13")
+    assert result.injection_seen and result.security is False
+    rules = {r for c in result.calls if c.tool == "send_email" and c.origin == "injection"
+             for r in c.rules}
+    assert "flow.untrusted_target" in rules
+
+
+def test_booking_not_named_by_the_user_is_refused_without_task_scope(
+        runners: dict[str, SuiteRunner]) -> None:
+    # bare role (no task scope): the injected booking picks a hotel from the trusted
+    # catalogue; the traveller never named it, so it needs a person (refused: no human)
+    runner = _runner(runners, "travel", True, scope="role")
+    assert _runner(runners, "travel", False).run("user_task_3", "injection_task_4").security
+    result = runner.run("user_task_3", "injection_task_4")
+    assert result.injection_seen and result.security is False
+    booking = [c for c in result.calls if c.tool == "reserve_hotel"]
+    assert booking and all(c.outcome == "denied" and c.asked for c in booking)
+    # the booking the user asked for by name still passes
+    benign = runner.run("user_task_0", None)
+    assert benign.utility is True and benign.approvals == 0

@@ -36,6 +36,7 @@ from .store import (
     Match,
     MemoryFlowStore,
     RedisFlowStore,
+    links_in,
     span_candidates,
     target_candidates,
     target_keys,
@@ -228,9 +229,10 @@ class FlowSinkLayer:
         self.private_rank = rank(sec.trifecta.private)
         self.provenance = _VERDICT[sec.provenance]
         self.unseen = _VERDICT[sec.provenance_unseen]
-        # per sink tool: (argument, verdicts: untrusted only, unseen, not in the input)
-        self.targets: dict[str, tuple[tuple[str, Verdict, Verdict, Verdict], ...]] = {
-            t: tuple((n, _VERDICT[c.untrusted] if c.untrusted else self.provenance,
+        # per sink tool: (argument, links only, verdicts: untrusted only, unseen, not in
+        # the input)
+        self.targets: dict[str, tuple[tuple[str, bool, Verdict, Verdict, Verdict], ...]] = {
+            t: tuple((n, c.links, _VERDICT[c.untrusted] if c.untrusted else self.provenance,
                       _VERDICT[c.unseen] if c.unseen else self.unseen,
                       _VERDICT[c.from_results])
                      for n, c in a.items())
@@ -248,8 +250,9 @@ class FlowSinkLayer:
             if action.tool not in self.sinks:
                 return None
             names = self.targets.get(action.tool, ())
-            targets = [(s, u, un, fr) for n, u, un, fr in names if n in action.args
-                       for s in strings(action.args[n])]
+            targets = [(v, u, un, fr) for n, links, u, un, fr in names if n in action.args
+                       for s in strings(action.args[n])
+                       for v in (links_in(s) if links else (s,))]
             # argument values only: the argument names are not data the call carries
             text = "\n".join(strings(list(action.args.values())))
             return action.tool, self.sink_class[action.tool], text, targets

@@ -106,6 +106,19 @@ def target_candidates(text: str) -> set[str]:
     return {t for t in out if len(t) >= 3}
 
 
+_LINK = re.compile(r"\b(?:[a-zA-Z][a-zA-Z0-9+.\-]*://|www\.)[^\s<>\"'`]+")
+
+
+def links_in(text: str) -> list[str]:
+    """URLs (with a scheme) and ``www.`` hosts in free text, trailing punctuation cut."""
+    out = []
+    for m in _LINK.finditer(text):
+        u = m.group(0).rstrip(_STRIP)
+        if len(u) > 4:
+            out.append(u)
+    return list(dict.fromkeys(out))
+
+
 def target_keys(value: str) -> list[str]:
     """How a sink target is looked up: the value itself, and a URL's host."""
     v = value.strip().strip(_STRIP).casefold()

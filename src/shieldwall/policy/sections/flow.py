@@ -98,6 +98,11 @@ class TargetCheck(_Strict):
         default=None, description="seen only in untrusted content (None: flow.provenance)")
     unseen: FlowVerdict | None = Field(
         default=None, description="seen nowhere this session (None: flow.provenance_unseen)")
+    links: bool = Field(
+        default=False,
+        description="the argument is free text (a mail body): each link in it (URL or "
+        "www. host) is checked as a target, not the whole value — whoever reads the "
+        "text will follow them")
     from_results: FlowVerdict = Field(
         default="allow",
         description="seen in trusted results but not in the trusted input (the user's "
@@ -145,9 +150,11 @@ class FlowSection(_Strict):
         description="targets of up to this many words (hotel or company names) are matched "
         "as word sequences against what the session read")
     target_scan_tokens: int = Field(
-        default=20_000, ge=0,
-        description="words per result scanned for multi-word targets; a name further in "
-        "counts as unseen (so flow.provenance_unseen decides)")
+        default=2_000, ge=0,
+        description="words per result scanned for multi-word targets (each adds up to "
+        "target_words - 1 index entries). A multi-word target not found in trusted text "
+        "counts as untrusted once any untrusted result was longer than this (the name may "
+        "sit in the part not scanned)")
 
     @field_validator("targets", mode="before")
     @classmethod

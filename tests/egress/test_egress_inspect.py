@@ -8,7 +8,7 @@ import os
 from urllib.parse import quote
 
 import pytest
-from conftest import make_policy
+from egress_kit import make_policy
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

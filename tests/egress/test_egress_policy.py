@@ -6,7 +6,7 @@ import ipaddress
 
 import httpx
 import pytest
-from conftest import make_policy
+from egress_kit import make_policy
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

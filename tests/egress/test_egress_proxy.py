@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import Upstream, make_policy
+from egress_kit import Upstream, make_policy
 
 from shieldwall.actions import Decision, Egress, Verdict
 from shieldwall.egress.layer import egress_policy

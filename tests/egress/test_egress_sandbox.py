@@ -12,7 +12,7 @@ import threading
 from collections.abc import Iterator
 
 import pytest
-from conftest import Upstream, make_policy
+from egress_kit import Upstream, make_policy
 
 from shieldwall.egress.proxy import CredentialStore, EgressProxy, ProxyIdentity, policy_decider
 from shieldwall.policy.sections.egress import ProxySettings

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
-from conftest import make_policy
+from egress_kit import make_policy
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

@@ -81,7 +81,8 @@ class PolicyLayer:
             return self._tool_call(action, session)
         if isinstance(action, Egress):
             method = action.method.upper()
-            if method not in eff.http_methods:
+            # CONNECT opens a tunnel, not a request: the egress layer decides it by host/port.
+            if method != "CONNECT" and method not in eff.http_methods:
                 allowed = ", ".join(sorted(eff.http_methods)) or "none"
                 return Outcome((_deny(self.name, "policy.method_not_allowed",
                                       f"role {eff.role!r} may not send HTTP {method} (allowed: {allowed}); "

@@ -140,6 +140,7 @@ def install(wall: Shieldwall, manager: SecretManager) -> list[Layer]:
 
     wall.set_redactor(manager.redactor.redact)
     wall.set_secret_resolver(resolve)
+    wall.set_live_secrets(manager.redactor.values)
     return [SecretArgsLayer(manager), SecretResultLayer(manager)]
 
 

@@ -170,6 +170,11 @@ class Redactor:
             if gone:
                 self._dirty = True
 
+    def values(self) -> list[str]:
+        """The values currently redacted (live ones and retired ones in their grace period)."""
+        with self._lock:
+            return list(self._values)
+
     def __len__(self) -> int:
         return len(self._values)
 

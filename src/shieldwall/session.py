@@ -97,6 +97,16 @@ class Session:
 
     # ----------------------------------------------------------------- calling
 
+    def run_code(self, code: str = "", **kwargs: Any) -> Any:
+        """Run code in the sandbox the policy grants this role (a ``CodeRun`` action).
+
+        Keyword arguments: ``argv``, ``language``, ``tool``, ``limits``, ``workspace``,
+        ``files``, ``stdin``. Returns the sandbox's ``RunResult``; raises ``Denied``.
+        """
+        from .sandbox.execute import run_code
+
+        return run_code(self, code, **kwargs)
+
     def call(self, tool: str, args: dict[str, Any] | None = None, *,
              approval: str | None = None) -> Any:
         """Run ``tool`` if the gate allows it and return its (sanitised) result.

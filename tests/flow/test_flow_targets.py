@@ -384,3 +384,26 @@ def test_full_redis_store_fails_closed(tmp_path: Path) -> None:
         for i in range(5):
             s.call("read_reviews", {"hotel": " ".join(f"w{i}x{j}" for j in range(100))})
         assert _refused(s, "send_email", {"to": "emma@home.example"}) == ["flow.store_full"]
+
+
+@pytest.mark.redis
+def test_redis_store_keeps_spans_user_input_and_trusted_fields(tmp_path: Path) -> None:
+    import uuid
+
+    extra = (f"  store: {{backend: redis, prefix: 'test:flowtg:{uuid.uuid4().hex}:'}}\n"
+             "  trusted_fields: {read_mail: [sender]}\n")
+    wall, sent = make(tmp_path, extra, policy=POLICY.replace(
+        "reserve_hotel: [hotel]", "reserve_hotel: {hotel: {from_results: deny}}"))
+    with wall.session(agent="a", role="assistant") as s:
+        s.check_input("Book Le Marais Boutique, and reply to the mail I got.")
+        s.call("hotels", {"city": "Paris"})
+        s.call("read_mail")
+        s.call("read_reviews", {"hotel": "Hotel Lumiere"})
+        assert "flow.untrusted_target" in _refused(
+            s, "reserve_hotel", {"hotel": "Grand Budapest Palace", "nights": 1})
+        assert "flow.target_not_in_input" in _refused(
+            s, "reserve_hotel", {"hotel": "Montmartre Suites", "nights": 1})
+        assert s.call("reserve_hotel", {"hotel": "Le Marais Boutique", "nights": 1}) == "booked"
+        assert s.call("send_email", {"to": COLLEAGUE}) == "sent"
+        assert "flow.untrusted_target" in _refused(s, "send_email", {"to": ATTACKER})
+    assert sent == ["Le Marais Boutique", COLLEAGUE]

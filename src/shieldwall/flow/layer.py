@@ -6,6 +6,11 @@ commit, adds its fingerprints and target-like values to the session's flow store
 Sink side (``ToolCall`` of a sink tool, every ``Egress``): fingerprints the arguments,
 looks them up (hash-set lookups; the seen data is never scanned), and applies the flow
 rules, the lethal-trifecta rule and the provenance check on target arguments.
+
+Provenance rule ids: ``flow.untrusted_target`` (seen only in untrusted content),
+``flow.unseen_target`` (seen nowhere: invented or obfuscated), ``flow.target_not_in_input``
+(seen in results but not named in the trusted input, for targets that must be). A session
+whose store passed ``flow.store.max_entries`` gets ``flow.store_full`` on every sink.
 """
 
 from __future__ import annotations

@@ -407,3 +407,15 @@ def test_redis_store_keeps_spans_user_input_and_trusted_fields(tmp_path: Path) -
         assert s.call("send_email", {"to": COLLEAGUE}) == "sent"
         assert "flow.untrusted_target" in _refused(s, "send_email", {"to": ATTACKER})
     assert sent == ["Le Marais Boutique", COLLEAGUE]
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("text", ["x" * 65_000, ("a" * 50 + ".") * 2_000, ("w" * 40 + "@") * 2_000,
+                                  "http://" + "a" * 100_000])
+def test_pathological_results_do_not_stall_target_scan(text):
+    """Regression: Python's backtracking regexes took 4-11 s on these (a tool could stall
+    the gate); RE2 is linear. The timeout is a hang guard, not a speed measurement."""
+    from shieldwall.flow.store import links_in, target_candidates
+
+    assert isinstance(target_candidates(text), set)
+    assert isinstance(links_in(text), list)

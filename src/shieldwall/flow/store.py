@@ -10,18 +10,22 @@ every worker that opens the same session id sees the same taint).
 from __future__ import annotations
 
 import json
-import re
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+import re2
+
 from ..stores import StoreError
 from .fingerprints import QueryPrints, SeenPrints, stable_hash, tokens
 
-_EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}")
-_URL = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^\s<>\"'`]+")
+# RE2 (linear time): these run over whole tool results, and Python's backtracking engine
+# is quadratic on long runs of word characters — a result of 65 KB of "x" took 4 s and
+# 100 KB of dotted words 11 s, so any tool could stall the gate.
+_EMAIL = re2.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}")
+_URL = re2.compile(r"\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^\s<>\"'`]+")
 _STRIP = "\"'`.,;:!?()[]{}<>*"
 # Marks that an untrusted result was longer than the span scan: a multi-word target not
 # found in trusted text then counts as untrusted (the name may sit past the scan).
@@ -106,7 +110,7 @@ def target_candidates(text: str) -> set[str]:
     return {t for t in out if len(t) >= 3}
 
 
-_LINK = re.compile(r"\b(?:[a-zA-Z][a-zA-Z0-9+.\-]*://|www\.)[^\s<>\"'`]+")
+_LINK = re2.compile(r"\b(?:[a-zA-Z][a-zA-Z0-9+.\-]*://|www\.)[^\s<>\"'`]+")
 
 
 def links_in(text: str) -> list[str]:

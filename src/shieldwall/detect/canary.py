@@ -11,6 +11,7 @@ import base64
 import re
 import secrets as _secrets
 from collections.abc import Callable
+from functools import lru_cache
 
 from ..actions import Severity
 from .base import Hit
@@ -28,14 +29,17 @@ def canary_line(canary: str) -> str:
     return f"<!-- {canary} -->"
 
 
-def _forms(canary: str) -> list[str]:
+_SQUASH = re.compile(r"[\s\-_.:/\\|*`'\"]+")
+
+
+@lru_cache(maxsize=1024)
+def _forms(canary: str) -> tuple[tuple[str, str], ...]:
+    """Each searchable form of the canary, with its squashed spelling (computed once)."""
     core = canary.split("-", 1)[-1]
     raw = canary.encode()
-    return [canary.lower(), core.lower(), base64.b64encode(raw).decode().rstrip("=").lower(),
-            raw.hex()]
-
-
-_SQUASH = re.compile(r"[\s\-_.:/\\|*`'\"]+")
+    forms = [canary.lower(), core.lower(), base64.b64encode(raw).decode().rstrip("=").lower(),
+             raw.hex()]
+    return tuple((f, _SQUASH.sub("", f)) for f in forms)
 
 
 def find(text: str, canary: str) -> list[Hit]:
@@ -44,9 +48,9 @@ def find(text: str, canary: str) -> list[Hit]:
         return []
     low = text.lower()
     squashed = _SQUASH.sub("", low)
-    for form in _forms(canary):
+    for form, squashed_form in _forms(canary):
         i = low.find(form)
-        if i >= 0 or _SQUASH.sub("", form) in squashed:
+        if i >= 0 or squashed_form in squashed:
             span = (i, i + len(form)) if i >= 0 else None
             return [Hit("detect.canary_leak",
                         "the session's canary token appeared: the system prompt is leaking",

@@ -229,7 +229,10 @@ class OutputLayer(_Base):
         super().__init__(section, external)
         self.wall = wall
 
-    def _leaks(self, text: str, session: SessionState, where: str) -> tuple[list[Finding], list[Hit]]:
+    def _leaks(self, text: str, session: SessionState, where: str,
+               with_pii: bool = True, full: bool = True) -> tuple[list[Finding], list[Hit]]:
+        """``full=False``: only the exact checks (canary, live secret values) — cheap enough
+        for every tool call; the shape-based scans run on outputs and sink arguments."""
         o = self.section.output
         st = state_for(session)
         out: list[Finding] = []
@@ -244,8 +247,11 @@ class OutputLayer(_Base):
                 found = [Hit("detect.secret.live_value", "a live secret value in text",
                              evidence="[redacted]", severity=Severity.CRITICAL)]
             out += [_finding(self.name, h, Verdict.DENY, where) for h in found]
-            out += [_finding(self.name, h, v, where) for h in secrets.scan(_PLACEHOLDER.sub("", text))]
-        if o.pii:
+            if full:
+                out += [_finding(self.name, h, v, where) for h in secrets.scan(_PLACEHOLDER.sub("", text))]
+        if not full:
+            return out, redact
+        if o.pii and with_pii:
             hits = pii.scan(text, kinds=frozenset(o.pii))
             v = _VERDICT[o.pii_verdict]
             out += [_finding(self.name, h, v, where) for h in hits]
@@ -270,13 +276,15 @@ class OutputLayer(_Base):
             if redact and max(f.verdict for f in findings) < Verdict.DENY:
                 new = ModelOutput(redact_spans(action.text, redact))
             return Outcome(tuple(findings), new)
-        if isinstance(action, ToolCall) and self.section.output.tool_args:
+        mode = self.section.output.tool_args
+        if isinstance(action, ToolCall) and mode not in (False, "off"):
             text = "\n".join(strings(action.args))
             if not text:
                 return None
-            findings, _ = self._leaks(text, session, f"arguments of {action.tool}")
+            full = mode in (True, "all") or action.tool in session.wall.compiled.sinks
             # PII in arguments is the tool's business (an e-mail tool takes addresses).
-            findings = [f for f in findings if not f.rule.startswith("detect.pii.")]
+            findings, _ = self._leaks(text, session, f"arguments of {action.tool}", with_pii=False,
+                                      full=full)
             return Outcome(tuple(findings)) if findings else None
         return None
 

@@ -41,6 +41,19 @@ def _plugins() -> tuple[list[tuple[str, list[re.Pattern[str]]]], Any]:
     return regexes, KeywordDetector()
 
 
+@lru_cache(maxsize=1)
+def _prefilter() -> tuple[re.Pattern[str], ...]:
+    """The plugins' patterns joined into one alternation per flag set: one search says
+    whether any plugin could match, so clean text (most tool arguments) costs one pass
+    instead of ~45."""
+    regexes, _ = _plugins()
+    by_flags: dict[int, list[str]] = {}
+    for _, pats in regexes:
+        for pat in pats:
+            by_flags.setdefault(pat.flags, []).append(f"(?:{pat.pattern})")
+    return tuple(re.compile("|".join(ps), flags) for flags, ps in by_flags.items())
+
+
 def _slug(secret_type: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", secret_type.lower()).strip("_")
 
@@ -49,6 +62,8 @@ def scan(text: str) -> list[Hit]:
     """Credential-shaped strings (no live values needed)."""
     hits: list[Hit] = []
     regexes, keyword = _plugins()
+    if not any(p.search(text) for p in _prefilter()):
+        regexes = []
     for secret_type, pats in regexes:
         for pat in pats:
             for m in pat.finditer(text):

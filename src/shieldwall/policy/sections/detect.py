@@ -73,7 +73,10 @@ class OutputSettings(_Strict):
     blobs: OnFinding = Field(default="annotate", description="long high-entropy runs in replies")
     prompt_leak: bool = Field(default=True, description="overlap with the system prompt")
     prompt_leak_threshold: float = Field(default=0.25, gt=0, le=1)
-    tool_args: bool = Field(default=True, description="scan tool-call arguments for leaks too")
+    tool_args: Literal["all", "sinks", "off"] | bool = Field(
+        default="sinks",
+        description="scan tool-call arguments for leaks: 'all' tools, only 'sinks' (tools marked "
+        "sink: true; other tools still get the cheap canary and live-secret checks), or 'off'")
 
 
 class ExternalSettings(_Strict):

@@ -91,6 +91,13 @@ class Session:
     def check_output(self, text: str) -> Decision:
         return self.decide(ModelOutput(text))
 
+    def system_prompt(self, text: str) -> str:
+        """The system prompt to send: the session's canary token and the spotlighting
+        convention are added, and the prompt is registered for leak detection."""
+        from .detect.layer import prepare_system_prompt
+
+        return prepare_system_prompt(self.state, text)
+
     def untrusted(self, text: str, *, source: str = "tool") -> str:
         """Wrap third-party text in this session's random delimiters (spotlighting)."""
         return self.wall.spotlight(self.state, text, source)

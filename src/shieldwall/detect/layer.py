@@ -304,6 +304,15 @@ def external_from(section: DetectSection) -> ExternalClassifier | None:
     return ExternalClassifier(ext.base_url, ext.model, ext.format, ext.timeout, ext.threshold, key)
 
 
+def _warm() -> None:
+    """Load the model, compile the rule set and the detect-secrets plugins now: done lazily,
+    the first scan of a process costs 0.2-0.4 s and would overrun the layer time budget."""
+    from . import injection
+
+    secrets.scan("warm up: password = 'x'")
+    injection.scan("warm up the detector")
+
+
 def build(wall: Shieldwall) -> list[Layer]:
     section: DetectSection = wall.policy.detect
     if not section.enabled:
@@ -314,6 +323,7 @@ def build(wall: Shieldwall) -> list[Layer]:
         return state_for(state).spotlighter.wrap(text, source=source)
 
     wall.set_spotlighter(spotlight)
+    _warm()
     layers: list[Layer] = [InputLayer(section, ext), ResultLayer(section, ext),
                            OutputLayer(section, ext, wall)]
     if section.results.spotlight:

@@ -30,15 +30,22 @@ def test_demo_runs_end_to_end(tmp_path):
     assert by_what["hijacked: tool outside its task"].rule == "policy.tool_not_in_task"
     assert by_what["refund (needs a person)"].rule == "approval.denied"
     assert by_what["hijacked: smuggle extra argument"].verdict == "allow-with-changes"
+    assert by_what["read a customer ticket (untrusted)"].verdict == "allow"
+    assert by_what["read a ticket carrying an injection"].verdict == "deny"
+    assert by_what["read a ticket carrying an injection"].rule.startswith("detect.injection")
+    assert by_what["hijacked: exfiltrate over HTTP"].rule == "egress.host_not_allowed"
     assert len(approvals) == 1 and approvals[0].tool == "refund_order"
     hijacks = [a for a in attempts if a.what.startswith("hijacked")]
     assert all(a.verdict in ("deny", "allow-with-changes") for a in hijacks)
 
 
-def test_demo_command_prints_table(tmp_path):
+def test_demo_command_prints_table_and_its_audit_log_verifies(tmp_path):
     r = sw("demo", "--folder", str(tmp_path / "d"))
     assert r.returncode == 0, r.stderr
     assert "policy.tool_not_in_role" in r.stdout and "audit" in r.stdout.lower()
+    v = sw("audit", "verify", "--policy", str(tmp_path / "d" / "shieldwall.yaml"))
+    assert v.returncode == 0, v.stdout + v.stderr
+    assert v.stdout.startswith("ok:")
 
 
 @pytest.fixture

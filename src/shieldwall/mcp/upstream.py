@@ -22,6 +22,9 @@ class UpstreamSpec:
     cwd: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
     sandbox: bool = False
+    # keyword arguments of shieldwall.sandbox.wrap_command (ro_paths, rw_paths, limits,
+    # network, proxy_socket) for a sandboxed stdio server
+    sandbox_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if bool(self.command) == bool(self.url):
@@ -31,17 +34,9 @@ class UpstreamSpec:
         return self.url or shlex.join(self.command)
 
     def argv(self) -> list[str]:
-        argv = list(self.command)
-        if not self.sandbox:
-            return argv
-        try:
-            from ..sandbox import wrap_command  # type: ignore[attr-defined]
-        except ImportError:
-            raise ShieldwallError(
-                "mcp.sandbox is true but the sandbox backend offers no wrap_command(argv); "
-                "refusing to start the server unsandboxed") from None
-        wrapped: list[str] = wrap_command(argv)
-        return wrapped
+        """The command as given (unsandboxed); sandboxed launches go through
+        :func:`shieldwall.sandbox.wrap_command` in :func:`open_session`."""
+        return list(self.command)
 
 
 @asynccontextmanager
@@ -69,9 +64,25 @@ async def open_session(
             read, write = await stack.enter_async_context(
                 streamable_http_client(spec.url, http_client=client))
         else:
-            argv = spec.argv()
-            params = StdioServerParameters(command=argv[0], args=argv[1:], env=spec.env,
-                                           cwd=spec.cwd)
+            if spec.sandbox:
+                try:
+                    from ..sandbox import SandboxError, wrap_command
+                except ImportError:  # pragma: no cover - the sandbox room ships with us
+                    raise ShieldwallError("mcp.sandbox is true but the sandbox backend is "
+                                          "missing; refusing to start the server "
+                                          "unsandboxed") from None
+                try:
+                    argv = stack.enter_context(wrap_command(
+                        spec.command, env=spec.env, cwd=spec.cwd, **spec.sandbox_options))
+                except SandboxError as e:
+                    raise ShieldwallError(f"mcp.sandbox: {e}; refusing to start the server "
+                                          "unsandboxed") from e
+                # the sandbox clears the environment and works in /workspace
+                params = StdioServerParameters(command=argv[0], args=argv[1:])
+            else:
+                argv = spec.argv()
+                params = StdioServerParameters(command=argv[0], args=argv[1:], env=spec.env,
+                                               cwd=spec.cwd)
             read, write = await stack.enter_async_context(
                 stdio_client(params, errlog=errlog or sys.stderr))
         session = await stack.enter_async_context(ClientSession(

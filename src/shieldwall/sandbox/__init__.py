@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from .api import Sandbox
 from .backends import doctor, get, select
+from .stdio import STDIO_LIMITS, wrap_command
 from .types import (
     Backend,
     ErrorKind,
@@ -20,6 +21,6 @@ from .types import (
 )
 
 __all__ = [
-    "Backend", "ErrorKind", "Limits", "RunResult", "RunSpec", "Sandbox", "SandboxError",
-    "Usage", "WeakSandboxRefused", "doctor", "get", "select",
+    "STDIO_LIMITS", "Backend", "ErrorKind", "Limits", "RunResult", "RunSpec", "Sandbox",
+    "SandboxError", "Usage", "WeakSandboxRefused", "doctor", "get", "select", "wrap_command",
 ]

@@ -169,11 +169,15 @@ class BwrapBackend:
         os.write(afd, b"".join(a.encode() + b"\0" for a in opts))
         os.lseek(afd, 0, os.SEEK_SET)
         if spec.network == "proxy":
-            argv = [self.python, "-I", "/run/shieldwall/bridge.py", PROXY_SOCKET_INSIDE,
-                    str(PROXY_PORT), "--", *argv]
+            argv = self.proxy_argv(argv)
         # the launcher renumbers passed fds: argv names them @fd0, @fd1
         return ([self._bwrap, "--seccomp", "@fd0", "--args", "@fd1", "--", *argv],
                 [sfd, afd, *spec.extra_fds])
+
+    def proxy_argv(self, argv: Sequence[str]) -> list[str]:
+        """``argv`` behind the in-sandbox bridge to the egress proxy's socket."""
+        return [self.python, "-I", "/run/shieldwall/bridge.py", PROXY_SOCKET_INSIDE,
+                str(PROXY_PORT), "--", *argv]
 
     # ----------------------------------------------------------------- running
     def prepare_workdir(self, path: str, uid: int | None) -> None:

@@ -225,6 +225,14 @@ def build_filter(arch: str | None = None, denied: tuple[str, ...] = DENIED) -> b
 _CACHE: dict[str, bytes] = {}
 
 
+def program() -> bytes:
+    """The assembled filter (built once per process)."""
+    prog = _CACHE.get("prog")
+    if prog is None:
+        prog = _CACHE["prog"] = build_filter()
+    return prog
+
+
 def filter_fd() -> int:
     """A fresh memory file holding the filter, positioned at 0, for ``--seccomp FD``.
 

@@ -50,7 +50,23 @@ class McpSection(BaseModel):
     max_result_bytes: int = Field(default=256 * 1024, ge=1024,
                                   description="tool results larger than this are truncated")
     sandbox: bool = Field(default=False,
-                          description="run stdio MCP servers inside the sandbox backend")
+                          description="run stdio MCP servers inside the bwrap sandbox "
+                          "(shieldwall.sandbox.wrap_command); the gateway refuses to start "
+                          "the server when the sandbox is unavailable")
+    sandbox_ro_paths: list[str] = Field(
+        default_factory=list, description="extra absolute paths bound read-only into the "
+        "server's sandbox (its interpreter, venv and script directory are found already)")
+    sandbox_rw_paths: list[str] = Field(
+        default_factory=list, description="extra absolute paths bound read-write (must be "
+        "writable by group 65534)")
+    sandbox_network: Literal["none", "proxy"] = Field(
+        default="none", description="none: loopback only; proxy: the egress proxy's Unix "
+        "socket bridged in as HTTP(S)_PROXY")
+    sandbox_proxy_socket: str | None = Field(
+        default=None, description="the egress proxy's Unix socket (sandbox_network: proxy)")
+    sandbox_limits: dict[str, float] = Field(
+        default_factory=dict, description="overrides of the server sandbox's limits "
+        "(keys of shieldwall.sandbox.Limits: memory_bytes, pids, cpu_s, disk_bytes, ...)")
     @field_validator("pin", mode="before")
     @classmethod
     def _yaml_off(cls, v: object) -> object:

@@ -23,12 +23,13 @@ import base64
 import binascii
 import hashlib
 import hmac
+import ipaddress
 import logging
 import os
 import re
 import secrets as _secrets
 import ssl
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -179,17 +180,14 @@ class _Request:
     target: str
     version: str
     headers: list[tuple[str, str]]
+    index: dict[str, list[str]]  # lower-case name -> values, in order
 
     def get(self, name: str) -> str | None:
-        n = name.lower()
-        for k, v in self.headers:
-            if k.lower() == n:
-                return v
-        return None
+        vs = self.index.get(name.lower())
+        return vs[0] if vs else None
 
     def all(self, name: str) -> list[str]:
-        n = name.lower()
-        return [v for k, v in self.headers if k.lower() == n]
+        return self.index.get(name.lower(), [])
 
 
 def _parse_head(head: bytes) -> _Request:
@@ -215,6 +213,7 @@ def _parse_head(head: bytes) -> _Request:
     if not target or _BAD_TARGET.search(target):
         raise _Reply(400, "malformed request target")
     headers: list[tuple[str, str]] = []
+    index: dict[str, list[str]] = {}
     for line in lines[1:]:
         if line[:1] in (" ", "\t"):
             raise _Reply(400, "obsolete header line folding is not accepted")
@@ -225,9 +224,15 @@ def _parse_head(head: bytes) -> _Request:
         if _BAD_VALUE.search(value):
             raise _Reply(400, "control character in header value")
         headers.append((name, value))
+        lname = name.lower()
+        vs = index.get(lname)
+        if vs is None:
+            index[lname] = [value]
+        else:
+            vs.append(value)
         if len(headers) > _MAX_HEADERS:
             raise _Reply(431, "too many header fields")
-    return _Request(method, target, version, headers)
+    return _Request(method, target, version, headers, index)
 
 
 def _framing(req: _Request, max_body: int) -> tuple[str, int]:
@@ -299,18 +304,72 @@ async def _drain(writer: asyncio.StreamWriter, timeout: float) -> None:
         raise _Closed() from None
 
 
+def _reply_bytes(r: _Reply) -> bytes:
+    body = (r.message + "\n").encode("utf-8", "replace")
+    lines = [f"HTTP/1.1 {r.status} {_REASONS.get(r.status, 'Error')}",
+             "Content-Type: text/plain; charset=utf-8", f"Content-Length: {len(body)}"]
+    if r.rules:
+        lines.append("X-Shieldwall-Reason: " + ", ".join(r.rules))
+    lines += [f"{k}: {v}" for k, v in r.extra]
+    if r.close:
+        lines.append("Connection: close")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace") + body
+
+
+def _request_wire(act: Egress, parsed: ParsedURL) -> bytes:
+    """The upstream request: origin-form target, Host from the checked URL, one write."""
+    lines = [f"{act.method} {parsed.target} HTTP/1.1", f"Host: {parsed.host_header}"]
+    lines += [f"{k}: {v}" for k, v in act.headers.items()]
+    if act.body or act.method in ("POST", "PUT", "PATCH"):
+        lines.append(f"Content-Length: {len(act.body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace") + act.body
+
+
+def _client_close(req: _Request) -> bool:
+    conn = (req.get("connection") or "").lower()
+    return (req.version == "HTTP/1.0" and conn != "keep-alive") or "close" in conn \
+        or "close" in (req.get("proxy-connection") or "").lower()
+
+
+def _forward_headers(req: _Request) -> dict[str, str]:
+    conn = req.get("connection")
+    conn_tokens = {t.strip().lower() for t in conn.split(",")} if conn else set()
+    headers: dict[str, str] = {}
+    for k, v in req.headers:
+        lk = k.lower()
+        if lk in _HOP_BY_HOP or lk in conn_tokens:
+            continue
+        # A repeated field becomes one comma-joined value (RFC 9110, 5.3).
+        headers[k] = f"{headers[k]}, {v}" if k in headers else v
+    return headers
+
+
 def _deny_reply(d: Decision) -> _Reply:
     rules = sorted({f.rule for f in d.deciding()})
     msg = "; ".join(f.message for f in d.deciding())
     return _Reply(403, f"refused by Shieldwall: {msg}", rules, close=False)
 
 
+def _decide_failed(action: Egress, e: Exception) -> Decision:
+    f = Finding(LAYER, "egress.decide_error",
+                f"the decision failed ({type(e).__name__}); refused (fail closed)",
+                Verdict.DENY, severity=Severity.HIGH)
+    return Decision(Verdict.DENY, action, (f,))
+
+
 # --------------------------------------------------------------------------- the proxy
+
+
+def _peer_in(peer: Any, addrs: list[Any]) -> bool:
+    try:
+        return ipaddress.ip_address(peer[0]) in addrs
+    except (TypeError, ValueError, IndexError):
+        return False
 
 
 @dataclass(slots=True)
 class _Upstream:
-    key: tuple[str, str, int]
+    key: tuple[Any, ...]
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
 
@@ -330,8 +389,12 @@ class EgressProxy:
         workers: int = 8,
         decide_in_thread: bool | None = None,
     ) -> None:
-        self.policy = policy
-        self.decide = decide
+        self._gen = 0
+        self._pool: dict[tuple[Any, ...], list[_UpConn]] = {}
+        self._fast: set[_FastClient] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+        self._policy = policy
+        self._decide_fn = decide
         self.settings = settings if settings is not None else policy.section.proxy
         self.credentials = credentials if credentials is not None else CredentialStore(
             self.settings.credentials)
@@ -345,6 +408,87 @@ class EgressProxy:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.stats = {"requests": 0, "refused": 0, "errors": 0}
 
+    # -- policy and decider: replacing either retires every pooled upstream connection
+
+    @property
+    def policy(self) -> EgressPolicy:
+        return self._policy
+
+    @policy.setter
+    def policy(self, value: EgressPolicy) -> None:
+        self._policy = value
+        self._retire_pool()
+
+    @property
+    def decide(self) -> Decide:
+        return self._decide_fn
+
+    @decide.setter
+    def decide(self, value: Decide) -> None:
+        self._decide_fn = value
+        self._retire_pool()
+
+    def _retire_pool(self) -> None:
+        self._gen += 1
+        for conns in self._pool.values():
+            for u in conns:
+                u.close()
+        self._pool.clear()
+
+    def _pool_take(self, key: tuple[Any, ...], addrs: list[Any]) -> _UpConn | None:
+        idle = self._pool.get(key)
+        while idle:
+            u = idle.pop()
+            if u.gen == self._gen and u.addr in addrs and u.alive():
+                return u
+            u.close()
+        return None
+
+    def _pool_put(self, u: _UpConn) -> None:
+        if u.gen != self._gen or not u.alive():
+            u.close()
+            return
+        idle = self._pool.setdefault(u.key, [])
+        if len(idle) >= 16:
+            u.close()
+            return
+        u.idle_since = self._loop_time()
+        idle.append(u)
+
+    def _pool_drop(self, u: _UpConn) -> None:
+        idle = self._pool.get(u.key)
+        if idle and u in idle:
+            idle.remove(u)
+            if not idle:
+                del self._pool[u.key]
+
+    def pooled(self) -> dict[tuple[Any, ...], int]:
+        """Idle upstream connections per key (agent identity, scheme, host, port)."""
+        return {k: len(v) for k, v in self._pool.items() if v}
+
+    def _loop_time(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    async def _sweep(self) -> None:
+        """Deadlines of the event-driven connections: one timer for all of them."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(_SWEEP)
+            now = loop.time()
+            for c in list(self._fast):
+                if c.deadline and now > c.deadline:
+                    c.expired()
+            idle_max = self.settings.idle_timeout
+            for conns in list(self._pool.values()):
+                for u in list(conns):
+                    if now - u.idle_since > idle_max:
+                        u.close()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     # -- lifecycle -----------------------------------------------------------
 
     async def start(self, host: str | None = None, port: int | None = None,
@@ -355,11 +499,13 @@ class EgressProxy:
         ``unix_identity`` makes the Unix socket a per-agent door: whoever can reach that
         socket (one sandbox, into which only it is bound) acts as that identity, with no
         token inside the sandbox. Without it, Unix clients authenticate like TCP ones."""
-        limit = self.policy.limits.max_header_bytes
         bound: list[str] = []
+        loop = asyncio.get_running_loop()
+        if self._sweeper is None:
+            self._sweeper = loop.create_task(self._sweep())
         if host is not None and port is not None:
-            srv = await asyncio.start_server(self._client, host, port, limit=limit,
-                                             reuse_address=True)
+            srv = await loop.create_server(lambda: _FastClient(self, None), host, port,
+                                           reuse_address=True)
             self.servers.append(srv)
             for sock in srv.sockets:
                 h, p = sock.getsockname()[:2]
@@ -368,11 +514,7 @@ class EgressProxy:
             if os.path.exists(unix_path):
                 os.unlink(unix_path)
             ident = unix_identity
-
-            async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-                await self._client(r, w, ident)
-
-            usrv = await asyncio.start_unix_server(handler, unix_path, limit=limit)
+            usrv = await loop.create_unix_server(lambda: _FastClient(self, ident), unix_path)
             os.chmod(unix_path, unix_mode)  # access is still by proxy credential
             self.servers.append(usrv)
             bound.append(unix_path)
@@ -383,6 +525,11 @@ class EgressProxy:
             s.close()
         for t in list(self._tasks):
             t.cancel()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        for c in list(self._fast):
+            c.abort()
+        self._retire_pool()
         for s in self.servers:
             await s.wait_closed()
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -397,16 +544,29 @@ class EgressProxy:
     # -- one client connection -------------------------------------------------
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                      fixed: ProxyIdentity | None = None) -> None:
+                      fixed: ProxyIdentity | None = None, counted: bool = False,
+                      resume: _Resume | None = None) -> None:
+        """The stream-based path: CONNECT tunnels, chunked bodies, decisions in threads,
+        DNS misses and responses that are not length-framed (the event-driven
+        :class:`_FastClient` hands such connections over, with their unread bytes)."""
         task = asyncio.current_task()
         if task is not None:
             self._tasks.add(task)
-        self._active += 1
+        if not counted:
+            self._active += 1
         up: list[_Upstream | None] = [None]
         try:
             if self._active > self.settings.max_connections:
                 await self._send_reply(writer, _Reply(503, "proxy is at its connection limit"))
                 return
+            if resume is not None:
+                try:
+                    keep = await resume(up, writer)
+                except _Reply as r:
+                    await self._send_reply(writer, r)
+                    keep = not r.close
+                if not keep:
+                    return
             peer = writer.get_extra_info("peername")
             for _ in range(10_000):  # keep-alive requests on one connection, bounded
                 keep = await self._one(reader, writer, up, peer, fixed)
@@ -458,32 +618,28 @@ class EgressProxy:
             return not r.close
 
     async def _send_reply(self, writer: asyncio.StreamWriter, r: _Reply) -> None:
-        body = (r.message + "\n").encode("utf-8", "replace")
-        lines = [f"HTTP/1.1 {r.status} {_REASONS.get(r.status, 'Error')}",
-                 "Content-Type: text/plain; charset=utf-8", f"Content-Length: {len(body)}"]
-        if r.rules:
-            lines.append("X-Shieldwall-Reason: " + ", ".join(r.rules))
-        lines += [f"{k}: {v}" for k, v in r.extra]
-        if r.close:
-            lines.append("Connection: close")
         try:
-            writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace") + body)
+            writer.write(_reply_bytes(r))
             await asyncio.wait_for(writer.drain(), 5)
         except (ConnectionError, TimeoutError):
             raise _Closed() from None
 
     async def _decide(self, ident: ProxyIdentity, action: Egress) -> Decision:
+        if not self.decide_in_thread:
+            return self._decide_now(ident, action)
         loop = asyncio.get_running_loop()
         self.stats["requests"] += 1
         try:
-            if not self.decide_in_thread:
-                return self.decide(ident, action)
             return await loop.run_in_executor(self._executor, self.decide, ident, action)
         except Exception as e:  # fail closed
-            f = Finding(LAYER, "egress.decide_error",
-                        f"the decision failed ({type(e).__name__}); refused (fail closed)",
-                        Verdict.DENY, severity=Severity.HIGH)
-            return Decision(Verdict.DENY, action, (f,))
+            return _decide_failed(action, e)
+
+    def _decide_now(self, ident: ProxyIdentity, action: Egress) -> Decision:
+        self.stats["requests"] += 1
+        try:
+            return self.decide(ident, action)
+        except Exception as e:  # fail closed
+            return _decide_failed(action, e)
 
     async def _prime_dns(self, url: str) -> None:
         """Resolve off the event loop before deciding, so the egress layer's lookup (inside
@@ -516,6 +672,26 @@ class EgressProxy:
                                             server_hostname=parsed.host if tls else None,
                                             limit=self.policy.limits.max_header_bytes),
                     t)
+            except (OSError, TimeoutError, ssl.SSLError) as e:
+                last = e
+        raise _Reply(502, f"cannot connect to {parsed.netloc}: {type(last).__name__}", close=False)
+
+    async def _open_fast(self, key: tuple[Any, ...], parsed: ParsedURL,
+                         addrs: list[Any]) -> _UpConn:
+        loop = asyncio.get_running_loop()
+        t = self.policy.limits.timeout
+        tls: ssl.SSLContext | None = None
+        if parsed.scheme == "https":
+            tls = self.upstream_ssl or ssl.create_default_context()
+        last: Exception | None = None
+        for addr in addrs:
+            try:
+                # Connect to the checked address; TLS verifies and sends SNI for the name.
+                _, proto = await asyncio.wait_for(
+                    loop.create_connection(lambda a=addr: _UpConn(self, key, a), str(addr),
+                                           parsed.port, ssl=tls,
+                                           server_hostname=parsed.host if tls else None), t)
+                return proto
             except (OSError, TimeoutError, ssl.SSLError) as e:
                 last = e
         raise _Reply(502, f"cannot connect to {parsed.netloc}: {type(last).__name__}", close=False)
@@ -597,17 +773,8 @@ class EgressProxy:
             raise _Reply(408, "request body not received in time") from None
         except asyncio.LimitOverrunError:
             raise _Reply(400, "malformed chunked body") from None
-        client_close = (req.version == "HTTP/1.0" and (req.get("connection") or "").lower() != "keep-alive") \
-            or "close" in (req.get("connection") or "").lower() \
-            or "close" in (req.get("proxy-connection") or "").lower()
-        conn_tokens = {t.strip().lower() for t in (req.get("connection") or "").split(",")}
-        headers: dict[str, str] = {}
-        for k, v in req.headers:
-            lk = k.lower()
-            if lk in _HOP_BY_HOP or lk in conn_tokens:
-                continue
-            # A repeated field becomes one comma-joined value (RFC 9110, 5.3).
-            headers[k] = f"{headers[k]}, {v}" if k in headers else v
+        client_close = _client_close(req)
+        headers = _forward_headers(req)
         action = Egress(req.method.upper(), req.target, headers, body)
         await self._prime_dns(req.target)
         d = await self._decide(ident, action)
@@ -622,23 +789,23 @@ class EgressProxy:
         except UrlError as e:
             raise _Reply(400, f"refused URL: {e}", [e.rule], close=client_close) from None
         addrs = await self._addresses(parsed)
-        keep = await self._exchange(parsed, addrs, act, writer, up, head_only=act.method == "HEAD")
+        keep = await self._exchange(ident, parsed, addrs, act, writer, up,
+                                    head_only=act.method == "HEAD")
         return keep and not client_close
 
-    async def _exchange(self, parsed: ParsedURL, addrs: list[Any], act: Egress,
+    async def _exchange(self, ident: ProxyIdentity, parsed: ParsedURL, addrs: list[Any], act: Egress,
                         writer: asyncio.StreamWriter, up: list[_Upstream | None],
                         head_only: bool) -> bool:
         lim = self.policy.limits
-        lines = [f"{act.method} {parsed.target} HTTP/1.1", f"Host: {parsed.host_header}"]
-        lines += [f"{k}: {v}" for k, v in act.headers.items()]
-        if act.body or act.method in ("POST", "PUT", "PATCH"):
-            lines.append(f"Content-Length: {len(act.body)}")
-        wire = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace") + act.body
-        key = (parsed.scheme, parsed.host, parsed.port)
+        wire = _request_wire(act, parsed)
+        # A kept upstream connection serves only the same agent, host, port, checked
+        # address and policy generation.
+        key = (ident, parsed.scheme, parsed.host, parsed.port, self._gen)
         for attempt in range(2):
             cur = up[0]
             fresh = False
-            if cur is None or cur.key != key or cur.writer.is_closing() or cur.reader.at_eof():
+            if cur is None or cur.key != key or cur.writer.is_closing() or cur.reader.at_eof() \
+                    or not _peer_in(cur.writer.get_extra_info("peername"), addrs):
                 if cur is not None:
                     cur.writer.close()
                 ur, uw = await self._open(parsed, addrs)
@@ -779,6 +946,567 @@ class EgressProxy:
             cur.writer.close()
             up[0] = None
         return keep_client
+
+
+# --------------------------------------------------------------------------- event-driven path
+
+# The common case (absolute http(s) URL, no body or a Content-Length body, a cached DNS
+# pin, a length-framed response) runs on protocol callbacks: no task, no stream buffers
+# and no timeout context per request; response bytes go from the upstream socket to the
+# client as they arrive, with flow control between the two. Anything else is handed to
+# the stream-based path above, with the bytes not yet consumed, so both paths keep the
+# same checks and answers.
+
+_SWEEP = 0.25
+_HEAD, _BODY, _WAIT, _STREAMS, _DONE = range(5)
+_U_IDLE, _U_HEAD, _U_BODY, _U_STREAMS, _U_DONE = range(5)
+_Resume = Callable[[list["_Upstream | None"], asyncio.StreamWriter], Awaitable[bool]]
+
+
+def _stream_pair(transport: asyncio.Transport, limit: int,
+                 loop: asyncio.AbstractEventLoop) -> tuple[asyncio.StreamReaderProtocol,
+                                                         asyncio.StreamReader, asyncio.StreamWriter]:
+    """Streams over a transport that a protocol of ours already owns."""
+    reader = asyncio.StreamReader(limit=limit, loop=loop)
+    sp = asyncio.StreamReaderProtocol(reader, loop=loop)
+    sp.connection_made(transport)
+    writer = asyncio.StreamWriter(transport, sp, reader, loop)
+    return sp, reader, writer
+
+
+class _FastClient(asyncio.Protocol):
+    """One client connection on the event-driven path."""
+
+    def __init__(self, proxy: EgressProxy, fixed: ProxyIdentity | None) -> None:
+        self.p = proxy
+        self.fixed = fixed
+        self.t: asyncio.Transport = None  # type: ignore[assignment]
+        self.buf = bytearray()
+        self.state = _HEAD
+        self.deadline = 0.0
+        self.paused = False
+        self.read_paused = False
+        self.close_after = False
+        self.head_only = False
+        self.up: _UpConn | None = None
+        self.sp: asyncio.StreamReaderProtocol | None = None
+        self.pending: tuple[_Request, ProxyIdentity, ParsedURL, int] | None = None
+        self.retry: tuple[tuple[Any, ...], ParsedURL, list[Any], bytes] | None = None
+        self.seq = 0
+        self.rejected = False
+        self.loop = asyncio.get_running_loop()
+
+    # -- transport callbacks -------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.t = transport  # type: ignore[assignment]
+        p = self.p
+        p._active += 1
+        p._fast.add(self)
+        self.deadline = self.loop.time() + p.settings.header_timeout
+        if p._active > p.settings.max_connections:
+            # Answered once the request arrives (or its deadline passes), so the
+            # client's bytes are read before the close and it gets the 503, not a reset.
+            self.rejected = True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.sp is not None:
+            self.sp.connection_lost(exc)
+            return
+        self.p._active -= 1
+        self.p._fast.discard(self)
+        self.state = _DONE
+        up, self.up = self.up, None
+        if up is not None:
+            up.c = None
+            up.close()
+
+    def data_received(self, data: bytes) -> None:
+        if self.sp is not None:
+            self.sp.data_received(data)
+            return
+        if self.state == _DONE:
+            return
+        if self.rejected:
+            self.reply(_Reply(503, "proxy is at its connection limit"))
+            return
+        self.buf += data
+        if self.state == _WAIT:
+            if len(self.buf) > 65536 and not self.read_paused:
+                self.read_paused = True
+                self.t.pause_reading()
+            return
+        self.advance()
+
+    def eof_received(self) -> bool | None:
+        if self.sp is not None:
+            return self.sp.eof_received()
+        if self.state == _WAIT:
+            self.close_after = True  # answer the request in flight, then close
+            return True
+        if self.state == _HEAD and self.buf.strip():
+            self.reply(_Reply(400, "incomplete request head"))
+        return None
+
+    def pause_writing(self) -> None:
+        if self.sp is not None:
+            self.sp.pause_writing()
+            return
+        self.paused = True
+        up = self.up
+        if up is not None and up.state == _U_BODY:
+            up.t.pause_reading()
+            up.reading_paused = True
+
+    def resume_writing(self) -> None:
+        if self.sp is not None:
+            self.sp.resume_writing()
+            return
+        self.paused = False
+        up = self.up
+        if up is not None and up.reading_paused:
+            up.reading_paused = False
+            up.t.resume_reading()
+
+    # -- requests ------------------------------------------------------------
+
+    def advance(self) -> None:
+        while self.state in (_HEAD, _BODY) and self.sp is None and not self.t.is_closing():
+            try:
+                if not self.step():
+                    return
+            except _Reply as r:
+                self.reply(r)
+
+    def step(self) -> bool:
+        """Consume one request if it is all here; False when more bytes are needed, the
+        request went upstream or the connection changed hands."""
+        p = self.p
+        lim = p.policy.limits
+        if self.state == _HEAD:
+            end = self.buf.find(b"\r\n\r\n")
+            if end < 0 or end + 4 > lim.max_header_bytes:
+                if len(self.buf) > lim.max_header_bytes or end >= 0:
+                    raise _Reply(431, "request head too large")
+                return False
+            req = _parse_head(bytes(self.buf[:end + 4]))
+            ident = self.fixed or p.credentials.authenticate(req.get("proxy-authorization"))
+            if ident is None:
+                p._emit(event="proxy_auth_failed", peer=str(self.t.get_extra_info("peername")),
+                        method=req.method)
+                del self.buf[:end + 4]
+                raise _Reply(407, "proxy credential missing or not recognised",
+                             ["egress.proxy_auth"],
+                             extra=[("Proxy-Authenticate", 'Basic realm="shieldwall"')])
+            if req.method == "CONNECT" or p.decide_in_thread \
+                    or not req.target[:8].lower().startswith(("http://", "https://")):
+                self.to_streams()
+                return False
+            try:
+                parsed = p.policy.parse(req.target)
+            except UrlError:
+                self.to_streams()  # refused there with the URL rule
+                return False
+            if parsed.ip is None and p.policy.resolver.cached(parsed.host) is None:
+                self.to_streams()  # resolves off the loop first
+                return False
+            kind, length = _framing(req, lim.max_request_bytes)
+            if kind == "chunked":
+                self.to_streams()
+                return False
+            del self.buf[:end + 4]
+            self.pending = (req, ident, parsed, length)
+            self.state = _BODY
+            self.deadline = self.loop.time() + p.settings.body_timeout
+        assert self.pending is not None
+        req, ident, parsed, length = self.pending
+        if len(self.buf) < length:
+            return False
+        if length == len(self.buf):
+            body = bytes(self.buf)
+            self.buf.clear()
+        else:
+            with memoryview(self.buf) as mv:
+                body = bytes(mv[:length])
+            del self.buf[:length]
+        self.pending = None
+        self.state = _HEAD
+        return self.dispatch(req, ident, parsed, body)
+
+    def dispatch(self, req: _Request, ident: ProxyIdentity, parsed: ParsedURL, body: bytes) -> bool:
+        p = self.p
+        client_close = _client_close(req)
+        action = Egress(req.method.upper(), req.target, _forward_headers(req), body)
+        d = p._decide_now(ident, action)
+        if not d.allowed:
+            p._emit(event="refused", agent=ident.agent, rules=d.rules())
+            r = _deny_reply(d)
+            r.close = client_close
+            raise r
+        act = d.action if isinstance(d.action, Egress) else action
+        if act.url != req.target:
+            try:
+                parsed = p.policy.parse(act.url)
+            except UrlError as e:
+                raise _Reply(400, f"refused URL: {e}", [e.rule], close=client_close) from None
+        addrs: list[Any] | None = None
+        if parsed.ip is not None or p.policy.resolver.cached(parsed.host) is not None:
+            try:
+                addrs = p.policy.connect_addresses(parsed)
+            except EgressRefused as e:
+                raise _Reply(403, f"refused by Shieldwall: {e.finding.message}",
+                             [e.finding.rule], close=client_close) from None
+        self.close_after = client_close
+        self.head_only = act.method == "HEAD"
+        self.seq += 1
+        self.state = _WAIT
+        self.deadline = self.loop.time() + p.policy.limits.timeout
+        key = (ident, parsed.scheme, parsed.host, parsed.port)
+        wire = _request_wire(act, parsed)
+        up = p._pool_take(key, addrs) if addrs is not None else None
+        if up is not None:
+            self.retry = (key, parsed, addrs or [], wire)
+            up.start(self, wire, fresh=False)
+        else:
+            p._spawn(self.open_upstream(key, parsed, addrs, wire, self.seq))
+        return False
+
+    async def open_upstream(self, key: tuple[Any, ...], parsed: ParsedURL,
+                            addrs: list[Any] | None, wire: bytes, seq: int) -> None:
+        p = self.p
+        try:
+            if addrs is None:
+                addrs = await p._addresses(parsed)
+            up = await p._open_fast(key, parsed, addrs)
+        except _Reply as r:
+            if self.state == _WAIT and self.seq == seq:
+                self.reply(r)
+            return
+        if self.state != _WAIT or self.seq != seq or self.t.is_closing():
+            p._pool_put(up)
+            return
+        self.retry = None
+        up.start(self, wire, fresh=True)
+
+    def upstream_lost(self, up: _UpConn, reused_unanswered: bool) -> None:
+        """The upstream connection closed before the response was complete."""
+        self.up = None
+        if self.state != _WAIT:
+            return
+        if reused_unanswered and self.retry is not None:
+            # A kept connection may have been closed by the server before our request
+            # arrived: retry once on a fresh one.
+            key, parsed, addrs, wire = self.retry
+            self.retry = None
+            self.p._spawn(self.open_upstream(key, parsed, addrs, wire, self.seq))
+        elif up.state == _U_BODY:
+            self.abort()  # the status line is out: cutting the connection is the signal
+        else:
+            self.reply(_Reply(502, f"upstream {key_netloc(up.key)} closed the connection",
+                              close=False))
+
+    def finished(self) -> None:
+        """The response is out; next request (maybe already buffered) or close."""
+        self.up = None
+        if self.close_after:
+            self.state = _DONE
+            self.t.close()
+            return
+        self.state = _HEAD
+        self.deadline = self.loop.time() + self.p.settings.header_timeout
+        if self.read_paused:
+            self.read_paused = False
+            self.t.resume_reading()
+        if self.buf:
+            self.advance()
+
+    def reply(self, r: _Reply) -> None:
+        if r.status == 403:
+            self.p.stats["refused"] += 1
+        if self.t.is_closing():
+            return
+        self.t.write(_reply_bytes(r))
+        up, self.up = self.up, None
+        if up is not None:
+            up.c = None
+            up.close()
+        if r.close:
+            self.state = _DONE
+            self.t.close()
+        else:
+            self.close_after = False
+            was_waiting = self.state == _WAIT
+            self.state = _HEAD
+            self.deadline = self.loop.time() + self.p.settings.header_timeout
+            if self.read_paused:
+                self.read_paused = False
+                self.t.resume_reading()
+            if was_waiting and self.buf:
+                self.advance()
+
+    def expired(self) -> None:
+        if self.rejected:
+            self.reply(_Reply(503, "proxy is at its connection limit"))
+        elif self.state == _HEAD:
+            self.reply(_Reply(408, "request head not received in time"))
+        elif self.state == _BODY:
+            self.reply(_Reply(408, "request body not received in time"))
+        elif self.state == _WAIT:
+            if self.up is not None and self.up.state == _U_BODY:
+                self.abort()  # mid-body stall (upstream or a client that stopped reading)
+            else:
+                self.reply(_Reply(504, "upstream did not answer in time"))
+
+    def abort(self) -> None:
+        self.state = _DONE
+        up, self.up = self.up, None
+        if up is not None:
+            up.c = None
+            up.close()
+        self.t.abort()
+
+    def to_streams(self, resume: _Resume | None = None) -> None:
+        """Hand this connection to the stream-based path (bytes not consumed go along)."""
+        p = self.p
+        p._fast.discard(self)
+        sp, reader, writer = _stream_pair(self.t, p.policy.limits.max_header_bytes, self.loop)
+        if self.paused:
+            sp.pause_writing()
+        self.sp = sp
+        self.state = _STREAMS
+        if self.buf:
+            reader.feed_data(bytes(self.buf))
+            self.buf.clear()
+        if self.read_paused:
+            self.read_paused = False
+            self.t.resume_reading()
+        p._spawn(p._client(reader, writer, self.fixed, counted=True, resume=resume))
+
+
+def key_netloc(key: tuple[Any, ...]) -> str:
+    return f"{key[2]}:{key[3]}"
+
+
+class _UpConn(asyncio.Protocol):
+    """An upstream connection on the event-driven path, kept per (agent, scheme, host,
+    port) and to the checked address it was opened to."""
+
+    def __init__(self, proxy: EgressProxy, key: tuple[Any, ...], addr: Any) -> None:
+        self.p = proxy
+        self.key = key
+        self.addr = addr
+        self.gen = proxy._gen
+        self.t: asyncio.Transport = None  # type: ignore[assignment]
+        self.buf = bytearray()
+        self.c: _FastClient | None = None
+        self.state = _U_IDLE
+        self.remaining = 0
+        self.keep = True
+        self.fresh = True
+        self.got = False
+        self.interim = 0
+        self.reading_paused = False
+        self.idle_since = 0.0
+        self.sp: asyncio.StreamReaderProtocol | None = None
+
+    def alive(self) -> bool:
+        return self.state == _U_IDLE and self.t is not None and not self.t.is_closing()
+
+    def close(self) -> None:
+        if self.state != _U_STREAMS:
+            self.state = _U_DONE
+        if self.t is not None:
+            self.t.close()
+
+    def start(self, c: _FastClient, wire: bytes, fresh: bool) -> None:
+        self.c = c
+        c.up = self
+        self.fresh = fresh
+        self.got = False
+        self.interim = 0
+        self.keep = True
+        self.state = _U_HEAD
+        self.t.write(wire)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.t = transport  # type: ignore[assignment]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.sp is not None:
+            self.sp.connection_lost(exc)
+            return
+        was = self.state
+        self.state = _U_DONE
+        self.p._pool_drop(self)
+        c, self.c = self.c, None
+        if c is not None and was in (_U_HEAD, _U_BODY):
+            self.state = was
+            c.upstream_lost(self, reused_unanswered=was == _U_HEAD and not self.fresh
+                            and not self.got)
+            self.state = _U_DONE
+
+    def eof_received(self) -> bool | None:
+        if self.sp is not None:
+            return self.sp.eof_received()
+        return None
+
+    def pause_writing(self) -> None:
+        if self.sp is not None:
+            self.sp.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self.sp is not None:
+            self.sp.resume_writing()
+
+    def data_received(self, data: bytes) -> None:
+        if self.sp is not None:
+            self.sp.data_received(data)
+            return
+        c = self.c
+        if c is None or self.state not in (_U_HEAD, _U_BODY):
+            self.close()  # bytes nobody asked for: never reuse this connection
+            return
+        self.got = True
+        if self.state == _U_BODY:
+            n = len(data)
+            if n <= self.remaining:
+                self.remaining -= n
+                c.t.write(data)
+            else:
+                c.t.write(data[:self.remaining])
+                self.remaining = 0
+                self.keep = False  # more than was announced
+            c.deadline = c.loop.time() + self.p.policy.limits.timeout
+            if not self.remaining:
+                self.done()
+            return
+        self.buf += data
+        try:
+            self.head()
+        except _Reply as r:
+            self.close()
+            c.reply(r)
+
+    def head(self) -> None:
+        c = self.c
+        assert c is not None
+        lim = self.p.policy.limits
+        while True:
+            end = self.buf.find(b"\r\n\r\n")
+            if end < 0:
+                if len(self.buf) > lim.max_header_bytes:
+                    raise _Reply(502, "upstream response head too large", close=True)
+                return
+            status, status_line, headers = _parse_response_head(bytes(self.buf[:end + 4]))
+            if 100 <= status < 200 and status != 101:
+                del self.buf[:end + 4]
+                self.interim += 1
+                if self.interim >= 10:
+                    raise _Reply(502, "too many interim responses", close=True)
+                continue
+            break
+        te = False
+        cls: set[str] = set()
+        conn = ""
+        for k, v in headers:
+            lk = k.lower()
+            if lk == "content-length":
+                cls.add(v.strip())
+            elif lk == "transfer-encoding":
+                te = True
+            elif lk == "connection":
+                conn += v.lower()
+        no_body = c.head_only or status in (204, 304)
+        if status == 101 or (not no_body and (te or len(cls) != 1)) \
+                or (len(cls) == 1 and not next(iter(cls)).isdigit()):
+            self.to_streams()
+            return
+        n = 0 if no_body else int(next(iter(cls)))
+        limit = lim.max_response_bytes
+        if n > limit:
+            raise _Reply(502, f"upstream response of {n} bytes exceeds "
+                         f"egress.limits.max_response_bytes ({limit})",
+                         ["egress.response_too_large"], close=False)
+        self.keep = "close" not in conn
+        out = [status_line] + [f"{k}: {v}" for k, v in headers if k.lower() not in _RESP_HOP]
+        head = ("\r\n".join(out) + "\r\n\r\n").encode("latin-1", "replace")
+        start = end + 4
+        avail = len(self.buf) - start
+        if avail > n:
+            self.keep = False
+        take = min(avail, n)
+        if take:
+            with memoryview(self.buf) as mv:
+                c.t.write(head + mv[start:start + take])
+        else:
+            c.t.write(head)
+        self.buf.clear()
+        self.remaining = n - take
+        if self.remaining:
+            self.state = _U_BODY
+            if c.paused:
+                self.t.pause_reading()
+                self.reading_paused = True
+        else:
+            self.done()
+
+    def done(self) -> None:
+        c, self.c = self.c, None
+        self.state = _U_IDLE
+        if self.reading_paused:
+            self.reading_paused = False
+            self.t.resume_reading()
+        if self.keep:
+            self.p._pool_put(self)
+        else:
+            self.close()
+        if c is not None:
+            c.finished()
+
+    def to_streams(self) -> None:
+        """A response that is not length-framed: relay it on the stream-based path."""
+        c, self.c = self.c, None
+        assert c is not None
+        p = self.p
+        c.up = None
+        self.state = _U_STREAMS
+        sp, reader, writer = _stream_pair(self.t, p.policy.limits.max_header_bytes, c.loop)
+        self.sp = sp
+        reader.feed_data(bytes(self.buf))
+        self.buf.clear()
+        cur = _Upstream(self.key, reader, writer)
+        head_only = c.head_only
+        close_after = c.close_after
+
+        async def resume(up: list[_Upstream | None], cw: asyncio.StreamWriter) -> bool:
+            up[0] = cur
+            try:
+                status, rhead = await p._response_head(reader)
+                keep = await p._relay(status, rhead, cur, cw, up, head_only,
+                                      p.policy.limits.max_response_bytes)
+            finally:
+                # Not kept: the stream-based path keys its own connections.
+                writer.close()
+                up[0] = None
+            return keep and not close_after
+
+        c.to_streams(resume)
+
+
+def _parse_response_head(raw: bytes) -> tuple[int, str, list[tuple[str, str]]]:
+    lines = raw.decode("latin-1").split("\r\n")
+    first = lines[0].split(" ", 2)
+    if len(first) < 2 or not first[0].startswith("HTTP/1.") or not first[1].isdigit():
+        raise _Reply(502, "malformed upstream response", close=True)
+    headers: list[tuple[str, str]] = []
+    for line in lines[1:]:
+        if not line:
+            continue
+        k, sep, v = line.partition(":")
+        if not sep or line[:1] in (" ", "\t"):
+            raise _Reply(502, "malformed upstream header", close=True)
+        headers.append((k.strip(), v.strip()))
+    return int(first[1]), lines[0], headers
 
 
 # --------------------------------------------------------------------------- running

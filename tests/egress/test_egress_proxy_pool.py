@@ -15,8 +15,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
-from egress_kit import make_policy
-from test_egress_proxy import OPER_TOKEN, READER_TOKEN, ProxyThread, auth, creds
+from egress_kit import Upstream, make_policy
+from test_egress_proxy import OPER_TOKEN, READER_TOKEN, ProxyThread, auth, creds, start_proxy
 
 from shieldwall.actions import Decision, Egress, Verdict
 from shieldwall.egress.proxy import EgressProxy, ProxyIdentity, policy_decider
@@ -241,5 +241,30 @@ def test_a_rewritten_action_goes_where_the_decision_says(rawsrv: Raw) -> None:
     pt = ProxyThread(EgressProxy(p, rewrite, creds(), ProxySettings(header_timeout=2.0)))
     try:
         assert get(pt, f"http://127.0.0.1:{rawsrv.port}/orig")["path"] == "/changed"
+    finally:
+        pt.stop()
+
+
+def test_a_large_body_in_pieces_then_a_pipelined_request(upstream: Upstream) -> None:
+    pt = start_proxy(upstream)
+    words = b"order shipped to customer with invoice total amount and a note "
+    body = (words * (300_000 // len(words) + 1))[:300_000]
+    post = (f"POST http://allowed.test:{upstream.port}/up HTTP/1.1\r\nHost: x\r\n"
+            f"Content-Length: {len(body)}\r\n").encode() + auth() + b"\r\n" + body
+    follow = f"GET http://allowed.test:{upstream.port}/next HTTP/1.1\r\nHost: x\r\n".encode() + auth() + b"\r\n"
+    try:
+        get_url = f"http://allowed.test:{upstream.port}/warm"  # resolve the name first
+        with socket.create_connection(("127.0.0.1", pt.port), timeout=5) as s:
+            s.sendall(f"GET {get_url} HTTP/1.1\r\nHost: x\r\n".encode() + auth() + b"\r\n")
+            read_response(s)
+            wire = post + follow
+            for i in range(0, len(wire), 70_001):  # pieces that do not line up with anything
+                s.sendall(wire[i:i + 70_001])
+            h1, _ = read_response(s)
+            h2, b2 = read_response(s)
+        assert h1.startswith(b"HTTP/1.1 200") and h2.startswith(b"HTTP/1.1 200")
+        assert json.loads(b2)["path"] == "/next"
+        assert [x["path"] for x in upstream.seen] == ["/warm", "/up", "/next"]
+        assert upstream.seen[1]["body"] == body
     finally:
         pt.stop()

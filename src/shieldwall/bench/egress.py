@@ -99,6 +99,7 @@ async def worker(count, deadline, lat):
     w.close()
     return done
 async def main():
+    c0 = time.process_time()
     req = request()
     r, w = await conn()
     for _ in range(cfg["warmup"]):
@@ -115,7 +116,8 @@ async def main():
     lat.sort()
     pct = lambda q: lat[min(len(lat) - 1, round(q * (len(lat) - 1)))] if lat else float("nan")
     print(json.dumps({"p50": pct(0.5), "p99": pct(0.99), "n_latency": len(lat),
-                      "rps": sum(counts) / elapsed, "n_throughput": sum(counts)}))
+                      "rps": sum(counts) / elapsed, "n_throughput": sum(counts),
+                      "cpu": time.process_time() - c0}))
 asyncio.run(main())
 '''
 
@@ -205,15 +207,29 @@ def command(
     ]
     results: list[tuple[str, str, dict[str, Any]]] = []
 
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def upstream_cpu() -> float:
+        fields = Path(f"/proc/{up.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / tick
+
     def load(path: str, method: str, body: int, count: int, proxy_port: int) -> dict[str, Any]:
         cfg = {"port": port, "proxy_port": proxy_port, "token": token, "path": path,
                "method": method, "body": body, "n_latency": count, "n_throughput": count,
                "concurrency": concurrency, "seconds": seconds, "warmup": min(50, count)}
+        # CPU seconds of each process over the phase: the proxy is this process (its loop
+        # thread; the main thread only waits), the upstream read from /proc, the load
+        # generator's own count from its first connection on (not its start-up).
+        own0, up0 = os.times(), upstream_cpu()
         res = subprocess.run([sys.executable, "-c", _LOADER, json.dumps(cfg)],
                              capture_output=True, text=True, timeout=seconds * 3 + 60)
+        own1, up1 = os.times(), upstream_cpu()
         if res.returncode != 0:
             raise RuntimeError(f"load generator failed: {res.stderr or res.stdout}")
         out_: dict[str, Any] = json.loads(res.stdout.strip().splitlines()[-1])
+        done = out_["n_latency"] + out_["n_throughput"] + cfg["warmup"]
+        out_["proxy_cpu"] = ((own1.user - own0.user) + (own1.system - own0.system)) / done
+        out_["ends_cpu"] = ((up1 - up0) + out_["cpu"]) / done
         return out_
 
     try:
@@ -228,7 +244,8 @@ def command(
                 for name in ("policy", "gate"):
                     per[name].append(load(path, method, body, count // rounds, proxies[name]))
             for name, runs in per.items():
-                med = {k: statistics.median(r[k] for r in runs) for k in ("p50", "p99", "rps")}
+                med = {k: statistics.median(r[k] for r in runs)
+                       for k in ("p50", "p99", "rps", "proxy_cpu", "ends_cpu")}
                 results.append((label, "direct" if name == "direct" else f"proxy ({name})", med))
     finally:
         up.terminate()
@@ -236,7 +253,7 @@ def command(
         wall.close()
 
     header = ["body", "path", "p50 ms", "p99 ms", "added p50 ms", "added p99 ms", "req/s",
-              "× direct rps"]
+              "× direct rps", "proxy CPU µs/req", "client+server CPU µs/req"]
     table = Table(title="shieldwall bench egress")
     for col in header:
         table.add_column(col)
@@ -251,6 +268,8 @@ def command(
             "—" if path_ == "direct" else f"{(r['p99'] - base['p99']) * 1e3:+.3f}",
             f"{r['rps']:.0f}",
             "1.00" if path_ == "direct" else f"{r['rps'] / base['rps']:.2f}",
+            "—" if path_ == "direct" else f"{r['proxy_cpu'] * 1e6:.0f}",
+            f"{r['ends_cpu'] * 1e6:.0f}",
         ]
         rows.append(row)
         table.add_row(*row)
@@ -262,6 +281,17 @@ def command(
         f"{concurrency} keep-alive connections, same counts; each phase capped at "
         f"{seconds:.0f} s. Upstream server, proxy and load generator are separate processes "
         f"on one machine ({os.cpu_count()} CPUs, shared with other work).",
+        "`direct` is the same load generator against the same upstream server with the same "
+        "keep-alive connections (1 for latency, 4 for throughput), sending the origin-form "
+        "request (`GET /small`, `Host:`); through the proxy it sends the absolute-form request "
+        "with `Proxy-Authorization`, and the proxy keeps its own upstream connections (one "
+        "per client connection in flight, kept per agent, host and port). Nothing else "
+        "differs: no pipelining, no connection setup inside the timed phases.",
+        "CPU columns: CPU seconds per request of the proxy process, and of the load generator "
+        "plus the upstream server together, over each phase (latency + throughput + warm-up "
+        "requests). On 2 CPUs shared by three busy processes (and other work), throughput "
+        "tracks total CPU per request: roughly (client+server) / (client+server+proxy) of "
+        "direct.",
         "`proxy (policy)` decides with the egress policy alone (host, SSRF, method, content "
         "inspection); `proxy (gate)` decides through a Session: identity, policy, egress, flow, "
         "budget layers and an SQLite audit entry per request.",

@@ -316,13 +316,17 @@ def _reply_bytes(r: _Reply) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace") + body
 
 
-def _request_wire(act: Egress, parsed: ParsedURL) -> bytes:
-    """The upstream request: origin-form target, Host from the checked URL, one write."""
+def _request_head(act: Egress, parsed: ParsedURL) -> bytes:
+    """The upstream request head: origin-form target, Host from the checked URL."""
     lines = [f"{act.method} {parsed.target} HTTP/1.1", f"Host: {parsed.host_header}"]
     lines += [f"{k}: {v}" for k, v in act.headers.items()]
     if act.body or act.method in ("POST", "PUT", "PATCH"):
         lines.append(f"Content-Length: {len(act.body)}")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace") + act.body
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace")
+
+
+def _request_wire(act: Egress, parsed: ParsedURL) -> bytes:
+    return _request_head(act, parsed) + act.body
 
 
 def _client_close(req: _Request) -> bool:
@@ -991,7 +995,10 @@ class _FastClient(asyncio.Protocol):
         self.up: _UpConn | None = None
         self.sp: asyncio.StreamReaderProtocol | None = None
         self.pending: tuple[_Request, ProxyIdentity, ParsedURL, int] | None = None
-        self.retry: tuple[tuple[Any, ...], ParsedURL, list[Any], bytes] | None = None
+        self.retry: tuple[tuple[Any, ...], ParsedURL, list[Any], tuple[bytes, bytes]] | None = None
+        self.parts: list[bytes] | None = None  # a large body arriving, kept as received
+        self.have = 0
+        self.ready: bytes | None = None
         self.seq = 0
         self.rejected = False
         self.loop = asyncio.get_running_loop()
@@ -1029,6 +1036,9 @@ class _FastClient(asyncio.Protocol):
             return
         if self.rejected:
             self.reply(_Reply(503, "proxy is at its connection limit"))
+            return
+        if self.parts is not None:
+            self.body_part(data)
             return
         self.buf += data
         if self.state == _WAIT:
@@ -1120,9 +1130,17 @@ class _FastClient(asyncio.Protocol):
             self.deadline = self.loop.time() + p.settings.body_timeout
         assert self.pending is not None
         req, ident, parsed, length = self.pending
-        if len(self.buf) < length:
+        body = self.ready
+        if body is not None:
+            self.ready = None
+        elif len(self.buf) < length:
+            if length > 65536:
+                # Collect the rest as the chunks arrive and join once.
+                self.parts = [bytes(self.buf)]
+                self.have = len(self.buf)
+                self.buf.clear()
             return False
-        if length == len(self.buf):
+        elif length == len(self.buf):
             body = bytes(self.buf)
             self.buf.clear()
         else:
@@ -1132,6 +1150,22 @@ class _FastClient(asyncio.Protocol):
         self.pending = None
         self.state = _HEAD
         return self.dispatch(req, ident, parsed, body)
+
+    def body_part(self, data: bytes) -> None:
+        assert self.parts is not None and self.pending is not None
+        self.parts.append(data)
+        self.have += len(data)
+        need = self.pending[3]
+        if self.have < need:
+            return
+        joined = b"".join(self.parts)
+        self.parts = None
+        if len(joined) == need:
+            self.ready = joined
+        else:
+            self.ready = joined[:need]
+            self.buf += joined[need:]
+        self.advance()
 
     def dispatch(self, req: _Request, ident: ProxyIdentity, parsed: ParsedURL, body: bytes) -> bool:
         p = self.p
@@ -1162,7 +1196,7 @@ class _FastClient(asyncio.Protocol):
         self.state = _WAIT
         self.deadline = self.loop.time() + p.policy.limits.timeout
         key = (ident, parsed.scheme, parsed.host, parsed.port)
-        wire = _request_wire(act, parsed)
+        wire = (_request_head(act, parsed), act.body)
         up = p._pool_take(key, addrs) if addrs is not None else None
         if up is not None:
             self.retry = (key, parsed, addrs or [], wire)
@@ -1172,7 +1206,8 @@ class _FastClient(asyncio.Protocol):
         return False
 
     async def open_upstream(self, key: tuple[Any, ...], parsed: ParsedURL,
-                            addrs: list[Any] | None, wire: bytes, seq: int) -> None:
+                            addrs: list[Any] | None, wire: tuple[bytes, bytes],
+                            seq: int) -> None:
         p = self.p
         try:
             if addrs is None:
@@ -1235,6 +1270,7 @@ class _FastClient(asyncio.Protocol):
             self.t.close()
         else:
             self.close_after = False
+            self.parts = self.ready = self.pending = None
             was_waiting = self.state == _WAIT
             self.state = _HEAD
             self.deadline = self.loop.time() + self.p.settings.header_timeout
@@ -1318,7 +1354,7 @@ class _UpConn(asyncio.Protocol):
         if self.t is not None:
             self.t.close()
 
-    def start(self, c: _FastClient, wire: bytes, fresh: bool) -> None:
+    def start(self, c: _FastClient, wire: tuple[bytes, bytes], fresh: bool) -> None:
         self.c = c
         c.up = self
         self.fresh = fresh
@@ -1326,7 +1362,10 @@ class _UpConn(asyncio.Protocol):
         self.interim = 0
         self.keep = True
         self.state = _U_HEAD
-        self.t.write(wire)
+        if wire[1]:
+            self.t.writelines(wire)  # head and body in one vectored send, no joined copy
+        else:
+            self.t.write(wire[0])
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.t = transport  # type: ignore[assignment]

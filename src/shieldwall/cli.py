@@ -262,6 +262,52 @@ def policy_replay(
     raise typer.Exit(1 if fail_on_change and report.changes else 0)
 
 
+@app.command()
+def serve(
+    policy: PolicyOpt = DEFAULT_POLICY,
+    listen: Annotated[str | None, typer.Option(help="host:port (default: server.listen)")] = None,
+) -> None:
+    """The HTTP API (decide, approvals, audit, metrics) and the approvals dashboard."""
+    import uvicorn
+
+    from .server.app import build_app
+    from .wall import Shieldwall
+
+    try:
+        wall = Shieldwall.from_policy(policy)
+    except (PolicyError, ShieldwallError) as e:
+        _fail(str(e), 2)
+    cfg = wall.policy.server
+    if not cfg.tokens:
+        _fail(f"{policy}: server.tokens is empty, so nobody could call the API; "
+              "create one with `shieldwall serve-token --name NAME --scope decide`", 2)
+    host, _, port = (listen or cfg.listen).rpartition(":")
+    app_ = build_app(wall, {t.sha256: (t.name, frozenset(t.scopes)) for t in cfg.tokens})
+    try:
+        uvicorn.run(app_, host=host or "127.0.0.1", port=int(port), log_level="warning")
+    finally:
+        wall.close()
+
+
+@app.command("serve-token")
+def serve_token(
+    name: Annotated[str, typer.Option(help="who will hold the token")],
+    scope: Annotated[list[str], typer.Option(help="decide, approve or audit (repeat)")],
+) -> None:
+    """Mint a bearer token for `shieldwall serve`: prints the token once and the policy line."""
+    import hashlib
+    import secrets as _secrets
+
+    bad = [s_ for s_ in scope if s_ not in ("decide", "approve", "audit")]
+    if bad:
+        _fail(f"unknown scope(s) {bad}: use decide, approve or audit", 2)
+    token = "swt_" + _secrets.token_urlsafe(32)
+    typer.echo(f"token (shown once): {token}")
+    typer.echo("add to the policy under server.tokens:")
+    typer.echo(f'  - {{name: {name}, sha256: {hashlib.sha256(token.encode()).hexdigest()}, '
+               f'scopes: [{", ".join(scope)}]}}')
+
+
 def _queue(policy: Path) -> Any:
     from .approvals import ApprovalQueue
     from .policy.load import load_policy

@@ -46,6 +46,9 @@ class Gate:
         self.layers: list[Layer] = []
         self._by_kind: dict[str, list[tuple[Layer, float, Any]]] = {}
         self._budgets_ms = budgets_ms
+        # called with every final decision (the monitor); an observer that raises is
+        # ignored: it cannot change a decision already made, only fail to watch it
+        self.observers: list[Callable[[Decision, SessionState], None]] = []
         for layer in layers:
             self.add(layer)
 
@@ -105,6 +108,11 @@ class Gate:
                         decision = Decision(Verdict.DENY, current, (
                             *decision.findings, _layer_error(layer.name, f"commit raised {type(e).__name__}: {e}")))
                         break
+        for observe in self.observers:
+            try:
+                observe(decision, session)
+            except Exception:  # noqa: S110 - see __init__
+                pass
         if self.audit is not None:
             try:
                 self.record(decision, session, duration_ms=(_perf() - t0) * 1000)
@@ -196,6 +204,16 @@ class Gate:
         seq = self.audit.append(entry)
         decision.audit_seq = seq
         return seq
+
+    def record_event(self, session: SessionState, rule: str, message: str) -> int | None:
+        """An audit entry for something the gate did on its own (the monitor's kill)."""
+        if self.audit is None:
+            return None
+        entry = self._base(session, "event")
+        entry.update({"kind": "event", "tool": "", "verdict": "deny",
+                      "findings": [{"layer": "monitor", "rule": rule, "message": message,
+                                    "verdict": "deny", "severity": "critical"}]})
+        return self.audit.append(self._redact_entry(entry, session))
 
     def record_outcome(self, session: SessionState, call: ToolCall, *, result: Any = None,
                        error: str | None = None, duration_ms: float = 0.0,

@@ -112,6 +112,10 @@ class Shieldwall:
                     self.gate.add(layer)
         for layer in extra_layers or []:
             self.gate.add(layer)
+        from .monitor import Monitor
+
+        self.monitor = Monitor(self, policy.monitor)
+        self.gate.observers.append(self.monitor.observe)
 
     def _room_layers(self, room: str) -> list[Layer]:
         name = f"shieldwall.{room}.layer"

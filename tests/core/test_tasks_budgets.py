@@ -62,7 +62,7 @@ def test_session_budget_exhausts_with_remaining_in_message(wall):
 
 def test_refused_calls_spend_no_budget(wall):
     with wall.session(agent="a", role="reader", task="answer_ticket") as s:
-        for _ in range(30):
+        for _ in range(15):  # more refusals than the budget, fewer than the monitor's limit
             with pytest.raises(Denied):
                 s.call("read_document", {"path": "../secret.txt"})
         for _ in range(10):

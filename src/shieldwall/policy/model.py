@@ -195,6 +195,28 @@ class Approvals(_Strict):
     redis_url: str = Field(default="redis://127.0.0.1:6379/0", description="store: redis")
 
 
+class MonitorSettings(_Strict):
+    """Kill switch on repeated refusals (a probing, hijacked agent)."""
+
+    enabled: bool = True
+    max_denials: int = Field(default=20, ge=1, description="refusals tolerated within the window")
+    window: Duration = Field(default=60.0, description="seconds over which refusals are counted")
+    kill: Literal["session", "agent"] = "session"
+
+
+class ServerToken(_Strict):
+    name: str = Field(description="who holds it (shown in approvals and logs)")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="SHA-256 hex of the bearer token")
+    scopes: list[Literal["decide", "approve", "audit"]] = Field(min_length=1)
+
+
+class ServerSettings(_Strict):
+    """`shieldwall serve`: the HTTP API and dashboard."""
+
+    listen: str = Field(default="127.0.0.1:8787", description="host:port (loopback by default)")
+    tokens: list[ServerToken] = Field(default_factory=list)
+
+
 class GateSettings(_Strict):
     layer_budget_ms: float = Field(default=250.0, gt=0, description="time budget of one layer")
     layer_budgets_ms: dict[str, float] = Field(default_factory=dict, description="per-layer overrides")
@@ -213,6 +235,8 @@ class Policy(_Strict):
     tools: dict[str, Tool] = Field(default_factory=dict)
     approvals: Approvals = Field(default_factory=Approvals)
     gate: GateSettings = Field(default_factory=GateSettings)
+    monitor: MonitorSettings = Field(default_factory=MonitorSettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
     audit: AuditSection = Field(default_factory=AuditSection)
     flow: FlowSection = Field(default_factory=FlowSection)
     egress: EgressSection = Field(default_factory=EgressSection)

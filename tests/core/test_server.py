@@ -114,3 +114,17 @@ def test_audit_and_metrics(base):
     m = httpx.get(f"{base}/metrics", headers=_h(PERSON_TOKEN)).text
     assert 'shieldwall_decisions_total{verdict="deny"}' in m
     assert 'shieldwall_findings_total{rule="policy.tool_not_in_role"}' in m
+
+
+def test_dashboard_login_cookie_and_form_approval(base):
+    ask = httpx.post(f"{base}/v1/decide", headers=_h(AGENT_TOKEN), json={
+        "agent": "billing", "role": "admin",
+        "action": {"kind": "tool_call", "tool": "refund_order", "args": {"amount": 7}}}).json()
+    with httpx.Client(base_url=base) as browser:
+        assert browser.post("/login", data={"token": "guess"}).status_code == 401
+        assert browser.post("/login", data={"token": PERSON_TOKEN}).status_code == 303
+        assert ask["approval"] in browser.get("/").text
+        r = browser.post(f"/v1/approvals/{ask['approval']}", data={"decision": "deny"})
+        assert r.status_code == 303
+    pending = httpx.get(f"{base}/v1/approvals", headers=_h(PERSON_TOKEN)).json()
+    assert pending == []

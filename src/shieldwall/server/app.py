@@ -172,6 +172,23 @@ def build_app(wall: Shieldwall, tokens: dict[str, tuple[str, frozenset[str]]]) -
     async def metrics_route(request: Request) -> Response:
         return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
 
+    async def login(request: Request) -> Response:
+        """A person pastes a token once; it becomes an HttpOnly, SameSite=Strict cookie
+        (Strict also keeps other sites from submitting the approve buttons)."""
+        if request.method == "GET":
+            return HTMLResponse("<!doctype html><meta charset=utf-8><title>Shieldwall</title>"
+                                "<form method=post><input name=token type=password size=50 "
+                                "placeholder='bearer token'> <button>sign in</button></form>")
+        form = await request.form()
+        token = str(form.get("token", ""))
+        digest = token_digest(token) if token else ""
+        if not any(digest and hmac.compare_digest(k, digest) for k in tokens):
+            return HTMLResponse("unknown token", status_code=401)
+        resp = RedirectResponse("/", status_code=303)
+        resp.set_cookie("sw_token", token, httponly=True, samesite="strict",
+                        secure=request.url.scheme == "https")
+        return resp
+
     async def healthz(request: Request) -> Response:
         return JSONResponse({"ok": True})
 
@@ -198,6 +215,7 @@ def build_app(wall: Shieldwall, tokens: dict[str, tuple[str, frozenset[str]]]) -
 
     routes = [
         Route("/healthz", healthz),
+        Route("/login", login, methods=["GET", "POST"]),
         Route("/", auth("approve", dashboard)),
         Route("/v1/decide", auth("decide", decide), methods=["POST"]),
         Route("/v1/approvals", auth("approve", approvals)),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import socket
 import socketserver
 import threading
@@ -16,10 +17,12 @@ from dataclasses import dataclass, field
 
 import pytest
 from egress_kit import Upstream, make_policy
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_egress_proxy import OPER_TOKEN, READER_TOKEN, ProxyThread, auth, creds, start_proxy
 
 from shieldwall.actions import Decision, Egress, Verdict
-from shieldwall.egress.proxy import EgressProxy, ProxyIdentity, policy_decider
+from shieldwall.egress.proxy import EgressProxy, ProxyIdentity, _parse_head, _Reply, policy_decider
 from shieldwall.policy.sections.egress import ProxySettings
 
 
@@ -268,3 +271,39 @@ def test_a_large_body_in_pieces_then_a_pipelined_request(upstream: Upstream) -> 
         assert upstream.seen[1]["body"] == body
     finally:
         pt.stop()
+
+
+# --------------------------------------------------------------------------- head parser
+
+_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_CTL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def reference_headers(lines: list[str]) -> list[tuple[str, str]] | None:
+    """The per-line rules, written out plainly: None where the head must be refused."""
+    out = []
+    for line in lines:
+        name, sep, value = line.partition(":")
+        if line[:1] in (" ", "\t") or not sep or not _NAME.fullmatch(name):
+            return None
+        value = value.strip(" \t")
+        if _CTL.search(value):
+            return None
+        out.append((name, value))
+    return out
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.text(alphabet="aZ-_:; \t\x01\x7f\x80\xe9\r\n.,=/\"'", max_size=12), max_size=8))
+def test_head_parser_agrees_with_the_per_line_rules(lines: list[str]) -> None:
+    head = ("GET http://a.test/ HTTP/1.1\r\n" + "\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    split = "\r\n".join(lines).split("\r\n")
+    while split and split[-1] == "":  # the head ends at its first empty line
+        split.pop()
+    expected = reference_headers(split)
+    try:
+        got: list[tuple[str, str]] | None = _parse_head(head).headers
+    except _Reply as r:
+        assert r.status == 400
+        got = None
+    assert got == expected

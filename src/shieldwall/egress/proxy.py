@@ -60,6 +60,10 @@ _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _BAD_TARGET = re.compile(r"[\x00-\x20\x7f]")
 _BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _MAX_TRAILERS = 32
+# A whole header block at once: token ':' then only tab, visible ASCII and obs-text per
+# line (what the per-line checks below accept); a head that fails this gets the per-line
+# checks for the exact reason.
+_HEADER_BLOCK = re.compile(r"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*(?:\r\n|\Z))*")
 
 
 # --------------------------------------------------------------------------- credentials
@@ -214,7 +218,20 @@ def _parse_head(head: bytes) -> _Request:
         raise _Reply(400, "malformed request target")
     headers: list[tuple[str, str]] = []
     index: dict[str, list[str]] = {}
-    for line in lines[1:]:
+    rest = lines[1:]
+    if len(rest) <= _MAX_HEADERS and _HEADER_BLOCK.fullmatch("\r\n".join(rest)):
+        for line in rest:
+            name, _, value = line.partition(":")
+            value = value.strip(" \t")
+            headers.append((name, value))
+            lname = name.lower()
+            vs = index.get(lname)
+            if vs is None:
+                index[lname] = [value]
+            else:
+                vs.append(value)
+        return _Request(method, target, version, headers, index)
+    for line in rest:
         if line[:1] in (" ", "\t"):
             raise _Reply(400, "obsolete header line folding is not accepted")
         name, sep, value = line.partition(":")

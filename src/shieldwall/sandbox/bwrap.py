@@ -79,7 +79,9 @@ class BwrapBackend:
         self._bwrap = bwrap_path()
         self._layout: CgroupLayout | None
         self._layout, self._cgroup_why = detect(cgroup_root)
-        self._pool = LauncherPool(self._layout)
+        # as root, each parked launcher enters fresh net/IPC/UTS namespaces ahead of its
+        # run, and bwrap inherits them instead of making its own on the run's clock
+        self._pool = LauncherPool(self._layout, namespaces=os.geteuid() == 0)
         if self._layout is None:  # no pids cgroup: RLIMIT_NPROC is no bound for root
             self.guarantees = GUARANTEES - {"pids_limit"}
         self._etc: str | None = None
@@ -106,12 +108,21 @@ class BwrapBackend:
         return self._etc
 
     # ----------------------------------------------------------------- the command
-    def _options(self, spec: RunSpec) -> list[str]:
+    def _options(self, spec: RunSpec, prejoined: bool = False,
+                 as_pid_1: bool = False) -> list[str]:
+        """bwrap's options. ``prejoined``: the process that executes bwrap is already in
+        fresh network (loopback only), IPC and UTS (hostname ``sandbox``) namespaces of
+        its own (a parked launcher made them), so bwrap does not make them again.
+        ``as_pid_1``: the program is pid 1 of its pid namespace (no reaper process in
+        between, as in a container without an init); when it ends the kernel kills
+        every other process of the namespace. One-shot runs use this; long-lived stdio
+        commands keep bwrap's reaper."""
         lim = spec.limits
-        o = [
-            "--unshare-user", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_GID),
-            "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
-            "--unshare-cgroup-try", "--hostname", "sandbox",
+        o = ["--unshare-user", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_GID),
+             "--unshare-pid", *(["--as-pid-1"] if as_pid_1 else []), "--unshare-cgroup-try"]
+        if not prejoined:
+            o += ["--unshare-net", "--unshare-ipc", "--unshare-uts", "--hostname", "sandbox"]
+        o += [
             "--die-with-parent", "--new-session", "--cap-drop", "ALL",
             "--ro-bind", "/usr", "/usr",
         ]
@@ -164,7 +175,7 @@ class BwrapBackend:
         through ``--args FD`` so they never show in the host's process list."""
         assert self._bwrap
         sfd = seccomp.filter_fd()
-        opts = self._options(spec)
+        opts = self._options(spec, prejoined=self._pool.namespaces, as_pid_1=True)
         afd = os.memfd_create("shieldwall-bwrap-args", 0)
         os.write(afd, b"".join(a.encode() + b"\0" for a in opts))
         os.lseek(afd, 0, os.SEEK_SET)

@@ -183,10 +183,19 @@ class RunCgroup:
             os.write(fd, b"0")
 
     def _read(self, d: Path, name: str) -> str:
-        try:
-            return (d / name).read_text()
+        try:  # plain os calls: a run reads a dozen of these on its clock
+            fd = os.open(f"{d}/{name}", os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
             return ""
+        try:
+            chunks = [os.read(fd, 65536)]
+            while len(chunks[-1]) == 65536:
+                chunks.append(os.read(fd, 65536))
+            return b"".join(chunks).decode("ascii", "replace")
+        except OSError:
+            return ""
+        finally:
+            os.close(fd)
 
     @staticmethod
     def _kv(text: str) -> dict[str, int]:

@@ -30,7 +30,20 @@ from .cgroup import CgroupLayout, RunCgroup, sweep_stale
 _LAUNCHER_SRC = r"""
 import os, socket, resource, json, sys
 ctl = socket.socket(fileno=int(sys.argv[1]))
-for a in sys.argv[2:]:
+if sys.argv[2] == "ns":
+    # fresh network, IPC and UTS namespaces, made while parked (off the run's clock):
+    # loopback up, hostname "sandbox", no other interface
+    import ctypes, fcntl, struct
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(0x40000000 | 0x08000000 | 0x04000000) != 0:
+        os.write(2, b"shieldwall launcher: unshare failed\n")
+        os._exit(126)
+    libc.sethostname(b"sandbox", 7)
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    flags = struct.unpack("16sH", fcntl.ioctl(s, 0x8913, struct.pack("16sH22x", b"lo", 0))[:18])[1]
+    fcntl.ioctl(s, 0x8914, struct.pack("16sH22x", b"lo", flags | 1))
+    s.close()
+for a in sys.argv[3:]:
     fd = int(a)
     os.write(fd, b"0")
     os.close(fd)
@@ -96,15 +109,16 @@ class Parked:
             self.cgroup.destroy()
 
 
-def start(layout: CgroupLayout | None) -> Parked:
-    """Start one launcher (synchronously) and wait until it has joined its cgroup."""
+def start(layout: CgroupLayout | None, namespaces: bool = False) -> Parked:
+    """Start one launcher (synchronously) and wait until it has joined its cgroup (and,
+    with ``namespaces``, entered fresh network, IPC and UTS namespaces: root only)."""
     cg = RunCgroup.create(layout, 64 << 20, 64) if layout is not None else None
     parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     procs_fds = [os.dup(fd) for fd in (cg._procs_fds if cg else [])]
     try:
         proc = subprocess.Popen(
             [_launcher_python(), "-I", "-S", "-c", _LAUNCHER_SRC, str(child.fileno()),
-             *map(str, procs_fds)],
+             "ns" if namespaces else "-", *map(str, procs_fds)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             pass_fds=(child.fileno(), *procs_fds), start_new_session=True, close_fds=True,
             env={"PATH": "/usr/bin:/bin"},
@@ -128,9 +142,11 @@ def start(layout: CgroupLayout | None) -> Parked:
 class LauncherPool:
     """Keeps ``size`` launchers parked; refills on a background thread."""
 
-    def __init__(self, layout: CgroupLayout | None, size: int = 2) -> None:
+    def __init__(self, layout: CgroupLayout | None, size: int = 2,
+                 namespaces: bool = False) -> None:
         self.layout = layout
         self.size = size
+        self.namespaces = namespaces
         if layout is not None:
             sweep_stale(layout)
         self._ready: list[Parked] = []
@@ -154,7 +170,7 @@ class LauncherPool:
                 if need <= 0:
                     break
                 try:
-                    p = start(self.layout)
+                    p = start(self.layout, self.namespaces)
                 except OSError:
                     break
                 with self._lock:
@@ -176,7 +192,7 @@ class LauncherPool:
             return p
         if p is not None:
             p.discard()
-        return start(self.layout)
+        return start(self.layout, self.namespaces)
 
     def release(self, parked: Parked) -> None:
         """After a run: kill what is left now; remove the cgroup on the background thread."""

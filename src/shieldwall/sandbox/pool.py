@@ -46,14 +46,14 @@ def _zygote():
     os.dup2(fd, 0)
     os.close(fd)
     if req.get("argv"):
-        # run the command as a child so its end can be reported before the teardown
-        pid = os.fork()
-        if pid == 0:
-            try:
-                os.execvp(req["argv"][0], req["argv"])
-            except OSError as e:
-                os.write(2, ("%s: %s\n" % (req["argv"][0], e.strerror)).encode())
-                os._exit(127)
+        # run the command as a child so its end can be reported before the teardown;
+        # posix_spawn (vfork-style) does not copy this interpreter's page tables
+        try:
+            pid = os.posix_spawnp(req["argv"][0], req["argv"], os.environ)
+        except OSError as e:
+            os.write(2, ("%s: %s\n" % (req["argv"][0], e.strerror)).encode())
+            os.write(int(sys.argv[1]), b"127\n")
+            os._exit(127)
         st = os.waitpid(pid, 0)[1]
         rc = os.waitstatus_to_exitcode(st)
         rc = 128 - rc if rc < 0 else rc
@@ -106,7 +106,7 @@ class WarmPool:
         self.secrets = dict(secrets or {})
         self.size = size
         self._ready: list[_Worker] = []
-        self._dropping: list[threading.Thread] = []
+        self._trash: list[_Worker] = []  # used workers, dropped on the background thread
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._closed = False
@@ -139,7 +139,10 @@ class WarmPool:
     def _loop(self) -> None:
         while not self._closed:
             with self._lock:
+                trash, self._trash = self._trash, []
                 need = self.size - len(self._ready)
+            for t in trash:
+                _drop(t)
             if need > 0:
                 try:
                     w = self._spawn()
@@ -177,10 +180,13 @@ class WarmPool:
         try:
             return finish(w.started, struct.pack(">I", len(payload)) + payload, w.status_fd)
         finally:
-            t = threading.Thread(target=w.drop, daemon=True)
-            t.start()
+            # what is left of the worker is killed by finish(); its work directory and
+            # cgroup go on the background thread (no thread start on this run's clock)
             with self._lock:
-                self._dropping = [x for x in self._dropping if x.is_alive()] + [t]
+                if self._closed:
+                    w.drop()
+                else:
+                    self._trash.append(w)
             self._wake.set()
 
     def run_code(self, code: str) -> RunResult:
@@ -195,15 +201,13 @@ class WarmPool:
     def close(self) -> None:
         self._closed = True
         self._wake.set()
-        with self._lock:
-            items, self._ready = self._ready, []
-            dropping, self._dropping = self._dropping, []
-        for w in items:
-            _drop(w)
-        for t in dropping:
-            t.join(timeout=5)
         if self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
+        with self._lock:
+            items, self._ready = self._ready + self._trash, []
+            self._trash = []
+        for w in items:
+            _drop(w)
 
     def __enter__(self) -> WarmPool:
         return self

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import resource
+import select
 import selectors
 import signal
 import threading
@@ -164,8 +165,9 @@ def _collect(launch: Launch, parked: Parked, stdin: bytes, t0: float,
     if status_fd is not None:
         sel.register(status_fd, selectors.EVENT_READ)
     if proc.stdin is not None:
-        if stdin:  # on a thread: a program that never reads must not block us
-            threading.Thread(target=_feed, args=(proc.stdin, stdin), daemon=True).start()
+        rest = _write_now(proc.stdin, stdin)
+        if rest:  # on a thread: a program that never reads must not block us
+            threading.Thread(target=_feed, args=(proc.stdin, rest), daemon=True).start()
         else:
             proc.stdin.close()
     deadline = t0 + limits.wall_s
@@ -216,12 +218,7 @@ def _collect(launch: Launch, parked: Parked, stdin: bytes, t0: float,
     wall = time.monotonic() - t0
     if stopped is None and status is None:
         # both pipes closed: the leader is exiting; wait for it, within the deadline
-        while status is None and time.monotonic() < deadline:
-            pid, st, ru = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                status, rusage = st, ru
-            else:
-                time.sleep(0.0005)
+        status, rusage = _wait_exit(proc.pid, deadline)
         if status is None:
             stopped = ErrorKind.TIMEOUT
     if stopped or status is None or early:
@@ -273,6 +270,49 @@ def _collect(launch: Launch, parked: Parked, stdin: bytes, t0: float,
         error=error, usage=usage, backend=launch.backend, signal=sig,
         truncated=out.total > out.cap or err.total > err.cap, message=message,
     )
+
+
+def _wait_exit(pid: int, deadline: float) -> tuple[int | None, resource.struct_rusage | None]:
+    """Reap ``pid`` once it exits, until ``deadline``: woken by a pidfd, not by polling."""
+    pid_, st, ru = os.wait4(pid, os.WNOHANG)
+    if pid_:
+        return st, ru
+    pfd = -1
+    with contextlib.suppress(OSError, AttributeError):
+        pfd = os.pidfd_open(pid)
+    try:
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None, None
+            if pfd >= 0:
+                select.select([pfd], [], [], remaining)
+            else:
+                time.sleep(0.0005)
+            pid_, st, ru = os.wait4(pid, os.WNOHANG)
+            if pid_:
+                return st, ru
+    finally:
+        if pfd >= 0:
+            os.close(pfd)
+
+
+def _write_now(pipe: IO[bytes], data: bytes) -> bytes:
+    """Write what the pipe takes without blocking (all of a small input); the rest."""
+    if not data:
+        return b""
+    fd = pipe.fileno()
+    try:
+        os.set_blocking(fd, False)
+        n = os.write(fd, data)
+    except BlockingIOError:
+        n = 0
+    except OSError:  # the program closed its stdin: nothing more to give it
+        return b""
+    finally:
+        with contextlib.suppress(OSError):
+            os.set_blocking(fd, True)
+    return data[n:]
 
 
 def _feed(pipe: IO[bytes], data: bytes) -> None:

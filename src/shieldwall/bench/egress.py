@@ -139,10 +139,10 @@ audit: {{path: audit.db}}
 
 
 def command(
-    n: Annotated[int, typer.Option(help="requests per phase for small bodies")] = 3000,
-    n_large: Annotated[int, typer.Option(help="requests per phase for 1 MB bodies")] = 90,
+    n: Annotated[int, typer.Option(help="small-body requests per phase, summed over rounds")] = 10000,
+    n_large: Annotated[int, typer.Option(help="1 MB requests per phase, summed over rounds")] = 150,
     concurrency: Annotated[int, typer.Option(help="keep-alive connections in the throughput phase")] = 4,
-    rounds: Annotated[int, typer.Option(help="interleaved rounds (medians are reported)")] = 3,
+    rounds: Annotated[int, typer.Option(help="interleaved rounds (medians are reported)")] = 5,
     freeze: Annotated[bool, typer.Option(help="gc.freeze() after start-up, as `shieldwall proxy` does")] = True,
     seconds: Annotated[float, typer.Option(help="time cap per phase")] = 10.0,
     threads: Annotated[bool, typer.Option(help="decide in worker threads, not on the event loop")] = False,

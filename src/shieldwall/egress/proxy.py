@@ -10,10 +10,22 @@ the egress policy checked (pinned DNS), never by name.
 Robustness: request heads have a size limit (431) and a deadline (408, so slowloris
 clients cannot hold a slot), bodies have a size limit (413) and a deadline, malformed
 requests get 400, and ambiguous framing (``Content-Length`` with ``Transfer-Encoding``,
-conflicting lengths, obsolete line folding) is refused: no request smuggling. Each
-connection is its own task; DNS is resolved off the loop before deciding; decisions run
-on the loop (fastest) or, with ``egress.proxy.decide_in_threads``, in worker threads so
-a remote store's latency never holds up other connections.
+conflicting lengths, obsolete line folding) is refused: no request smuggling. DNS is
+resolved off the loop before deciding; decisions run on the loop (fastest) or, with
+``egress.proxy.decide_in_threads``, in worker threads so a remote store's latency never
+holds up other connections.
+
+Two paths, one set of rules. Every connection starts on the event-driven path
+(:class:`_FastClient`, protocol callbacks, no task per connection): it takes plain-HTTP
+requests with no body or a ``Content-Length`` body whose host is an IP or a pinned name,
+decides on the loop, sends the request on a kept upstream connection and relays a
+length-framed response as its bytes arrive (upstream reading pauses while the client's
+buffer is full). Deadlines are checked by one sweeper task. Kept upstream connections
+(:class:`_UpConn`) are keyed by (agent identity, scheme, host, port), reused only to an
+address the current decision checked, and all retired when the policy or the decider
+is replaced. Anything else — ``CONNECT``, chunked request bodies, decisions in threads,
+a DNS miss, a response that is chunked or close-delimited — moves the connection, with
+the bytes not yet consumed, to the stream-based path (:meth:`EgressProxy._client`).
 """
 
 from __future__ import annotations

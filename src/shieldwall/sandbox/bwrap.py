@@ -11,6 +11,16 @@ sandbox to host uid 0, which owns ``/etc/shadow`` and ``/root``), so even a kern
 the user namespace meets an unprivileged uid that no other process shares. Extra paths
 must be readable (ro) or group-writable (rw, ``chgrp 65534``) for that uid; so must the
 egress proxy's Unix socket in ``network="proxy"`` mode.
+
+Start-up cost: a one-shot run's program is pid 1 of its pid namespace (``--as-pid-1``:
+no reaper in between, as in a container without an init; default signal actions do not
+apply to pid 1 from inside, and when it exits the kernel kills the rest of the
+namespace). As root, the parked launcher (see :mod:`.launcher`) has already entered fresh
+network (loopback only, up), IPC and UTS (hostname ``sandbox``) namespaces before the run
+is dispatched, so bwrap makes only the user, pid, mount and cgroup namespaces on the
+run's clock; the sandbox's user namespace is a child of the host's, so it holds no
+capability over those namespaces, as before. Long-lived stdio commands
+(:mod:`.stdio`) get bwrap's own namespaces and its reaper.
 """
 
 from __future__ import annotations

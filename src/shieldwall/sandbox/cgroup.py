@@ -114,6 +114,7 @@ class RunCgroup:
     layout: CgroupLayout
     dirs: list[Path] = field(default_factory=list)
     _procs_fds: list[int] = field(default_factory=list)
+    _limits: tuple[int, int] | None = None  # (memory, pids) as last written
 
     @classmethod
     def create(cls, layout: CgroupLayout, memory_bytes: int, pids: int) -> RunCgroup:
@@ -143,6 +144,13 @@ class RunCgroup:
         return cg
 
     def set_limits(self, memory_bytes: int, pids: int) -> None:
+        if self._limits == (memory_bytes, pids):
+            return  # already so (the launcher pool makes groups with the last run's limits)
+        self._limits = None
+        self._set_limits(memory_bytes, pids)
+        self._limits = (memory_bytes, pids)
+
+    def _set_limits(self, memory_bytes: int, pids: int) -> None:
         if self.layout.version == 2:
             d = self.dirs[0]
             (d / "memory.max").write_text(str(memory_bytes))

@@ -109,10 +109,11 @@ class Parked:
             self.cgroup.destroy()
 
 
-def start(layout: CgroupLayout | None, namespaces: bool = False) -> Parked:
+def start(layout: CgroupLayout | None, namespaces: bool = False,
+          limits: tuple[int, int] = (64 << 20, 64)) -> Parked:
     """Start one launcher (synchronously) and wait until it has joined its cgroup (and,
     with ``namespaces``, entered fresh network, IPC and UTS namespaces: root only)."""
-    cg = RunCgroup.create(layout, 64 << 20, 64) if layout is not None else None
+    cg = RunCgroup.create(layout, *limits) if layout is not None else None
     parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     procs_fds = [os.dup(fd) for fd in (cg._procs_fds if cg else [])]
     try:
@@ -147,6 +148,9 @@ class LauncherPool:
         self.layout = layout
         self.size = size
         self.namespaces = namespaces
+        # (memory, pids) of the last run: new groups are made with these, so that a run
+        # with the same limits writes no cgroup files on its clock
+        self.limits_hint: tuple[int, int] = (64 << 20, 64)
         if layout is not None:
             sweep_stale(layout)
         self._ready: list[Parked] = []
@@ -170,7 +174,7 @@ class LauncherPool:
                 if need <= 0:
                     break
                 try:
-                    p = start(self.layout, self.namespaces)
+                    p = start(self.layout, self.namespaces, self.limits_hint)
                 except OSError:
                     break
                 with self._lock:
@@ -192,7 +196,7 @@ class LauncherPool:
             return p
         if p is not None:
             p.discard()
-        return start(self.layout, self.namespaces)
+        return start(self.layout, self.namespaces, self.limits_hint)
 
     def release(self, parked: Parked) -> None:
         """After a run: kill what is left now; remove the cgroup on the background thread."""

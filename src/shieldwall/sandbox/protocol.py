@@ -14,7 +14,9 @@ Per backend:
   kernel_boundary, memory_limit, cpu_limit, disk_limit, kills_all. Its Sentry implements
   ptrace, namespaces and the like itself, so the host seccomp deny list is not claimed.
 - ``bwrap``: user/pid/net/ipc/uts/mount/cgroup namespaces, the seccomp deny list, a
-  per-run cgroup, uid 65534 with no capabilities. Claims the above minus
+  per-run cgroup, uid 65534 with no capabilities (one-shot programs run as pid 1 of
+  their pid namespace; see :mod:`shieldwall.sandbox.bwrap`). The same isolation for a
+  long-lived command with stdio pipes (an MCP server): :func:`shieldwall.sandbox.wrap_command`. Claims the above minus
   kernel_boundary, plus syscall_filter, pids_limit (with a cgroup), tmp_limit,
   proxy_network.
 - ``wasm``: CPython for WASI under wasmtime: no system calls at all, only the work

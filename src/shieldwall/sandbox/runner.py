@@ -116,7 +116,8 @@ def start(launch: Launch) -> Started | RunResult:
     rl = [(r, v, v + 1 if r == resource.RLIMIT_CPU else v) for r, v in launch.rlimits]
     try:
         if parked.cgroup is not None:
-            parked.cgroup.set_limits(launch.limits.memory_bytes, launch.limits.pids)
+            launch.pool.limits_hint = (launch.limits.memory_bytes, launch.limits.pids)
+            parked.cgroup.set_limits(*launch.pool.limits_hint)
         parked.dispatch(launch.argv, launch.env, launch.cwd, rl, launch.pass_fds,
                         launch.uid, launch.gid)
     except OSError as e:

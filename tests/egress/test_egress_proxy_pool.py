@@ -12,6 +12,7 @@ import re
 import socket
 import socketserver
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -60,6 +61,9 @@ def _serve_raw(rec: Raw) -> type[socketserver.BaseRequestHandler]:
                     sock.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
                                  b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
                     continue
+                if path == "/hang":
+                    time.sleep(3)  # never answers in time
+                    return
                 if path == "/eof":
                     sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end")
                     return
@@ -307,3 +311,32 @@ def test_head_parser_agrees_with_the_per_line_rules(lines: list[str]) -> None:
         assert r.status == 400
         got = None
     assert got == expected
+
+
+def test_an_upstream_that_does_not_answer_gets_504_and_others_go_on(rawsrv: Raw) -> None:
+    p = make_policy(rawsrv.port, limits={"timeout": 1.0})
+    pt = ProxyThread(EgressProxy(p, policy_decider(p), creds(), ProxySettings(header_timeout=5.0)))
+    try:
+        with socket.create_connection(("127.0.0.1", pt.port), timeout=5) as s:
+            s.sendall(f"GET http://127.0.0.1:{rawsrv.port}/hang HTTP/1.1\r\nHost: x\r\n".encode()
+                      + auth() + b"\r\n")
+            assert get(pt, f"http://127.0.0.1:{rawsrv.port}/meanwhile")["path"] == "/meanwhile"
+            head, _ = read_response(s)
+        assert head.startswith(b"HTTP/1.1 504") and b"Connection: close" in head
+    finally:
+        pt.stop()
+
+
+def test_a_body_that_never_completes_gets_408(rawsrv: Raw) -> None:
+    p = make_policy(rawsrv.port)
+    pt = ProxyThread(EgressProxy(p, policy_decider(p), creds(),
+                                 ProxySettings(header_timeout=5.0, body_timeout=1.0)))
+    try:
+        with socket.create_connection(("127.0.0.1", pt.port), timeout=5) as s:
+            s.sendall(f"POST http://127.0.0.1:{rawsrv.port}/slow HTTP/1.1\r\nHost: x\r\n"
+                      "Content-Length: 100\r\n".encode() + auth() + b"\r\n0123456789")
+            head, _ = read_response(s)
+        assert head.startswith(b"HTTP/1.1 408")
+        assert rawsrv.seen == []
+    finally:
+        pt.stop()

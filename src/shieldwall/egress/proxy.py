@@ -510,7 +510,12 @@ class EgressProxy:
             now = loop.time()
             for c in list(self._fast):
                 if c.deadline and now > c.deadline:
-                    c.expired()
+                    try:
+                        c.expired()
+                    except Exception:  # one bad connection never stops the deadlines
+                        self.stats["errors"] += 1
+                        log.exception("proxy deadline handling failed")
+                        c.abort()
             idle_max = self.settings.idle_timeout
             for conns in list(self._pool.values()):
                 for u in list(conns):
@@ -1116,6 +1121,11 @@ class _FastClient(asyncio.Protocol):
                     return
             except _Reply as r:
                 self.reply(r)
+            except Exception:
+                self.p.stats["errors"] += 1
+                log.exception("proxy connection failed")
+                self.abort()
+                return
 
     def step(self) -> bool:
         """Consume one request if it is all here; False when more bytes are needed, the
@@ -1454,6 +1464,11 @@ class _UpConn(asyncio.Protocol):
         except _Reply as r:
             self.close()
             c.reply(r)
+        except Exception:
+            self.p.stats["errors"] += 1
+            log.exception("proxy upstream connection failed")
+            self.close()
+            c.abort()
 
     def head(self) -> None:
         c = self.c

@@ -18,6 +18,7 @@ def command(
                                                 "time; background refills finish)")] = 0.1,
 ) -> None:
     """Cold start (``true``, ``python3 -c pass``) per backend vs the host; warm dispatch."""
+    import os
     import subprocess
     import time
 
@@ -29,6 +30,7 @@ def command(
     from . import percentile, write_markdown
 
     console = Console()
+    load_start = os.getloadavg()
     limits = Limits(wall_s=60, cpu_s=30)
     host_py = "/usr/bin/python3"
     cmds = {"true": ["true"], "python3 -c pass": [host_py, "-c", "pass"]}
@@ -118,7 +120,15 @@ def command(
         "Seed anchors: Docker ~100 ms, gVisor ~150 ms, Firecracker ~150 ms, WASM < 5 ms, "
         "E2B < 200 ms.",
         "The machine is shared (2 cores, other jobs running): read ratios, not absolutes; "
-        "the ratio of minimums is the least load-sensitive estimate of the fixed cost.",
+        "the ratio of minimums is the least load-sensitive estimate of the fixed cost. "
+        f"Load average (1 min) at start {load_start[0]:.2f}, at end {os.getloadavg()[0]:.2f}: "
+        "a sandboxed run is a chain of several processes (launcher, bwrap, its child), "
+        "each of which waits for a CPU on a loaded machine, so p50 ratios grow with load.",
+        "bwrap cold path: a parked launcher (already in its cgroup and, as root, in fresh "
+        "network/IPC/UTS namespaces) receives the run and executes bwrap, which makes the "
+        "user, pid, mount and cgroup namespaces; the program is pid 1 of its pid namespace "
+        "(no reaper); the parent reaps it via a pidfd. Warm pool argv: the zygote starts the "
+        "command with posix_spawn (no fork of the interpreter).",
     ]
     path = write_markdown("sandbox", "shieldwall bench sandbox", header, rows, notes, out)
     console.print(f"wrote {path}")

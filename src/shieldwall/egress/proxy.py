@@ -199,11 +199,13 @@ class _Request:
     index: dict[str, list[str]]  # lower-case name -> values, in order
 
     def get(self, name: str) -> str | None:
-        vs = self.index.get(name.lower())
+        """``name`` in lower case."""
+        vs = self.index.get(name)
         return vs[0] if vs else None
 
     def all(self, name: str) -> list[str]:
-        return self.index.get(name.lower(), [])
+        """``name`` in lower case."""
+        return self.index.get(name, [])
 
 
 def _parse_head(head: bytes) -> _Request:
@@ -1131,7 +1133,8 @@ class _FastClient(asyncio.Protocol):
         """Consume one request if it is all here; False when more bytes are needed, the
         request went upstream or the connection changed hands."""
         p = self.p
-        lim = p.policy.limits
+        pol = p._policy
+        lim = pol.limits
         if self.state == _HEAD:
             end = self.buf.find(b"\r\n\r\n")
             if end < 0 or end + 4 > lim.max_header_bytes:
@@ -1152,11 +1155,11 @@ class _FastClient(asyncio.Protocol):
                 self.to_streams()
                 return False
             try:
-                parsed = p.policy.parse(req.target)
+                parsed = pol.parse(req.target)
             except UrlError:
                 self.to_streams()  # refused there with the URL rule
                 return False
-            if parsed.ip is None and p.policy.resolver.cached(parsed.host) is None:
+            if parsed.ip is None and pol.resolver.cached(parsed.host) is None:
                 self.to_streams()  # resolves off the loop first
                 return False
             kind, length = _framing(req, lim.max_request_bytes)
@@ -1208,6 +1211,7 @@ class _FastClient(asyncio.Protocol):
 
     def dispatch(self, req: _Request, ident: ProxyIdentity, parsed: ParsedURL, body: bytes) -> bool:
         p = self.p
+        pol = p._policy
         client_close = _client_close(req)
         action = Egress(req.method.upper(), req.target, _forward_headers(req), body)
         d = p._decide_now(ident, action)
@@ -1219,13 +1223,13 @@ class _FastClient(asyncio.Protocol):
         act = d.action if isinstance(d.action, Egress) else action
         if act.url != req.target:
             try:
-                parsed = p.policy.parse(act.url)
+                parsed = pol.parse(act.url)
             except UrlError as e:
                 raise _Reply(400, f"refused URL: {e}", [e.rule], close=client_close) from None
         addrs: list[Any] | None = None
-        if parsed.ip is not None or p.policy.resolver.cached(parsed.host) is not None:
+        if parsed.ip is not None or pol.resolver.cached(parsed.host) is not None:
             try:
-                addrs = p.policy.connect_addresses(parsed)
+                addrs = pol.connect_addresses(parsed)
             except EgressRefused as e:
                 raise _Reply(403, f"refused by Shieldwall: {e.finding.message}",
                              [e.finding.rule], close=client_close) from None
@@ -1233,7 +1237,7 @@ class _FastClient(asyncio.Protocol):
         self.head_only = act.method == "HEAD"
         self.seq += 1
         self.state = _WAIT
-        self.deadline = self.loop.time() + p.policy.limits.timeout
+        self.deadline = self.loop.time() + pol.limits.timeout
         key = (ident, parsed.scheme, parsed.host, parsed.port)
         wire = (_request_head(act, parsed), act.body)
         up = p._pool_take(key, addrs) if addrs is not None else None
@@ -1454,7 +1458,7 @@ class _UpConn(asyncio.Protocol):
                 c.t.write(data[:self.remaining])
                 self.remaining = 0
                 self.keep = False  # more than was announced
-            c.deadline = c.loop.time() + self.p.policy.limits.timeout
+            c.deadline = c.loop.time() + self.p._policy.limits.timeout
             if not self.remaining:
                 self.done()
             return
@@ -1473,7 +1477,7 @@ class _UpConn(asyncio.Protocol):
     def head(self) -> None:
         c = self.c
         assert c is not None
-        lim = self.p.policy.limits
+        lim = self.p._policy.limits
         while True:
             end = self.buf.find(b"\r\n\r\n")
             if end < 0:
@@ -1491,14 +1495,16 @@ class _UpConn(asyncio.Protocol):
         te = False
         cls: set[str] = set()
         conn = ""
-        for k, v in headers:
-            lk = k.lower()
+        out = [status_line]
+        for k, v, lk in headers:
             if lk == "content-length":
-                cls.add(v.strip())
+                cls.add(v)
             elif lk == "transfer-encoding":
                 te = True
             elif lk == "connection":
                 conn += v.lower()
+            if lk not in _RESP_HOP:
+                out.append(f"{k}: {v}")
         no_body = c.head_only or status in (204, 304)
         if status == 101 or (not no_body and (te or len(cls) != 1)) \
                 or (len(cls) == 1 and not next(iter(cls)).isdigit()):
@@ -1511,7 +1517,6 @@ class _UpConn(asyncio.Protocol):
                          f"egress.limits.max_response_bytes ({limit})",
                          ["egress.response_too_large"], close=False)
         self.keep = "close" not in conn
-        out = [status_line] + [f"{k}: {v}" for k, v in headers if k.lower() not in _RESP_HOP]
         head = ("\r\n".join(out) + "\r\n\r\n").encode("latin-1", "replace")
         start = end + 4
         avail = len(self.buf) - start
@@ -1576,19 +1581,21 @@ class _UpConn(asyncio.Protocol):
         c.to_streams(resume)
 
 
-def _parse_response_head(raw: bytes) -> tuple[int, str, list[tuple[str, str]]]:
+def _parse_response_head(raw: bytes) -> tuple[int, str, list[tuple[str, str, str]]]:
+    """Status, status line and (name, value, lower-case name) of a response head."""
     lines = raw.decode("latin-1").split("\r\n")
     first = lines[0].split(" ", 2)
     if len(first) < 2 or not first[0].startswith("HTTP/1.") or not first[1].isdigit():
         raise _Reply(502, "malformed upstream response", close=True)
-    headers: list[tuple[str, str]] = []
+    headers: list[tuple[str, str, str]] = []
     for line in lines[1:]:
         if not line:
             continue
         k, sep, v = line.partition(":")
         if not sep or line[:1] in (" ", "\t"):
             raise _Reply(502, "malformed upstream header", close=True)
-        headers.append((k.strip(), v.strip()))
+        k = k.strip()
+        headers.append((k, v.strip(), k.lower()))
     return int(first[1]), lines[0], headers
 
 

@@ -274,6 +274,16 @@ def command(
         rows.append(row)
         table.add_row(*row)
     console.print(table)
+    # What the CPU counts predict for a machine with no spare CPU: the direct ends' CPU
+    # per request over everything a proxied request costs (its ends and the proxy).
+    bound: list[str] = []
+    direct_ends: dict[str, float] = {}
+    for label, path_, r in results:
+        if path_ == "direct":
+            direct_ends[label] = r["ends_cpu"]
+        elif r["ends_cpu"] + r["proxy_cpu"] > 0:
+            bound.append(f"{label} {path_.removeprefix('proxy ')}: "
+                         f"{direct_ends[label] / (r['ends_cpu'] + r['proxy_cpu']):.2f}")
     notes = [
         f"{rounds} interleaved rounds (direct, proxy (policy), proxy (gate)); each figure is "
         f"the median over rounds. Per round, latency: one keep-alive connection, "
@@ -287,7 +297,8 @@ def command(
         "with `Proxy-Authorization`, and the proxy keeps its own upstream connections (one "
         "per client connection in flight, kept per agent, host and port). Nothing else "
         "differs: no pipelining, no connection setup inside the timed phases.",
-        "CPU columns: CPU seconds per request of the proxy process, and of the load generator "
+        "CPU columns: CPU time (µs) per request of the proxy process (all its threads: in gate "
+        "mode also the audit writer), and of the load generator "
         "plus the upstream server together, over each phase (latency + throughput + warm-up "
         "requests). On 2 CPUs shared by three busy processes (and other work), throughput "
         "tracks total CPU per request: roughly (client+server) / (client+server+proxy) of "
@@ -300,6 +311,8 @@ def command(
         f"Load average (1 min) at start / end: {load_before:.1f} / {os.getloadavg()[0]:.1f} — "
         "on a shared machine throughput ratios move by ±0.2 between runs; latency medians "
         "are steadier.",
+        "CPU-bound throughput ratio predicted from the CPU columns (direct client+server / "
+        "(proxied client+server + proxy)): " + "; ".join(bound) + ".",
         "Targets (issue 6): ≥ 0.5× direct throughput; ≤ 1 ms added p50 for small requests.",
         "Command: `shieldwall bench egress`",
     ]

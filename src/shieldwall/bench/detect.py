@@ -219,8 +219,11 @@ def command(
               f"{card['threshold']:.4f} set for {card['threshold_rule']}. Rules: "
               f"{len(heuristics.RULES)} multilingual patterns in one RE2 set. Combined = "
               "max(rules, classifier, decoded payloads), each scaled so 0.5 is its own threshold; "
-              "in tool outputs/documents the classifier counts only when a rule also fires "
-              "(`combined-no-channel` lets it decide alone everywhere, for comparison). "
+              "in tool outputs/documents the classifier counts when a rule also fires, or alone "
+              f"above its document threshold {card.get('tool_threshold', 1.0):.4f} "
+              f"({card.get('tool_threshold_rule', 'none: never alone')}) "
+              "(`combined-no-channel` lets it decide alone at its prompt threshold everywhere, "
+              "for comparison). "
               "`rules` = normalisation + decoding + rules; `heuristics-only` = normalisation + "
               "rules, no decoding.\n")
     md.append("Rule-writing caveat: the rule set names publicly known attack phrasings, including "

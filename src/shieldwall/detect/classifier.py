@@ -1,7 +1,9 @@
 """A small learned injection classifier that runs on numpy alone.
 
-Features are hashed character 3-5-grams and word 1-2-grams of the normalised, lower-
-cased text (2**18 buckets); the model is a logistic regression trained by
+Features are hashed character and word n-grams of the normalised, lower-cased text; which
+n-grams and how many buckets is a :class:`FeatureSpec` recorded in the model's card (the
+defaults, char 3-5-grams + word 1-2-grams in 2**18 buckets, are those of cards without
+one). The model is a logistic regression trained by
 ``scripts/train_detector.py`` and shipped as ``models/injection-ngram.npz`` with a JSON
 card. A text is scored in windows (512 characters, stride 256) and the highest window
 wins: an instruction buried in a long tool result is not diluted by the pages around
@@ -12,7 +14,6 @@ much as scoring the text once.
 
 from __future__ import annotations
 
-import itertools
 import json
 import re
 import zlib
@@ -40,9 +41,8 @@ _WORD = re.compile(r"\w+")
 _MUL = np.uint64(0x9E3779B97F4A7C15)
 _MIX = np.uint64(0xFF51AFD7ED558CCD)
 _P = np.uint64(1000003)
-_MASK = np.uint64(DIM - 1)
 _S33 = np.uint64(33)
-_SEEDS = {n: np.uint64((n * 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF) for n in (1, 2, 3, 4, 5, 6)}
+_SEEDS = {n: np.uint64((n * 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF) for n in range(1, 9)}
 
 
 def prepare(text: str) -> str:
@@ -50,7 +50,36 @@ def prepare(text: str) -> str:
     return _WS.sub(" ", text.lower()).strip()
 
 
-def _char_grams(codes: npt.NDArray[np.uint64], n: int) -> npt.NDArray[np.uint64]:
+@dataclass(frozen=True, slots=True)
+class FeatureSpec:
+    """Which hashed n-grams a model uses (recorded in its card as ``features``)."""
+
+    dim_bits: int = DIM_BITS
+    char_ns: tuple[int, ...] = CHAR_NS
+    word_ns: tuple[int, ...] = (1, 2)
+    pad: bool = False  # a space before and after the text, so edge words get boundary grams
+
+    @property
+    def dim(self) -> int:
+        return 1 << self.dim_bits
+
+    def to_json(self) -> dict[str, Any]:
+        return {"dim_bits": self.dim_bits, "char_ns": list(self.char_ns),
+                "word_ns": list(self.word_ns), "pad": self.pad}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any] | None) -> FeatureSpec:
+        if not d:
+            return cls()
+        return cls(int(d["dim_bits"]), tuple(int(x) for x in d["char_ns"]),
+                   tuple(int(x) for x in d["word_ns"]), bool(d.get("pad", False)))
+
+
+DEFAULT_SPEC = FeatureSpec()
+_WORD_SALT = {1: 0, 2: 0x5BD1E995, 3: 0x2545F491, 4: 0x68E31DA4}
+
+
+def _char_grams(codes: npt.NDArray[np.uint64], n: int, mask: np.uint64) -> npt.NDArray[np.uint64]:
     m = codes.shape[0] - n + 1
     if m <= 0:
         return np.zeros(0, dtype=np.uint64)
@@ -59,31 +88,45 @@ def _char_grams(codes: npt.NDArray[np.uint64], n: int) -> npt.NDArray[np.uint64]
         h = h * _P + codes[k : k + m]
     h = h * _MIX
     h ^= h >> _S33
-    return h & _MASK
+    return h & mask
 
 
-def features(text: str) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+def features(text: str, spec: FeatureSpec = DEFAULT_SPEC) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
     """Hashed n-gram bucket ids and the character position where each starts.
 
     ``text`` must already be :func:`prepare`-d. Both arrays have the same length."""
     if not text:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+    mask = np.uint64(spec.dim - 1)
+    src = f" {text} " if spec.pad else text
+    off = 1 if spec.pad else 0
+    last = len(text) - 1
+    codes = np.frombuffer(src.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
     ids: list[npt.NDArray[Any]] = []
     pos: list[npt.NDArray[Any]] = []
-    for n in CHAR_NS:
-        g = _char_grams(codes, n)
+    for n in spec.char_ns:
+        g = _char_grams(codes, n, mask)
         ids.append(g)
-        pos.append(np.arange(g.shape[0], dtype=np.int64))
+        p = np.arange(g.shape[0], dtype=np.int64)
+        if off:
+            p = np.clip(p - off, 0, last)
+        pos.append(p)
     words = [(m.start(), m.group(0)) for m in _WORD.finditer(text)]
     if words:
-        wid = [zlib.crc32(w.encode()) for _, w in words]
-        wid += [zlib.crc32(f"{a[1]} {b[1]}".encode()) ^ 0x5BD1E995 for a, b in itertools.pairwise(words)]
-        wpos = [p for p, _ in words] + [a[0] for a in words[:-1]]
-        w = np.array(wid, dtype=np.uint64) * _MUL
-        w ^= w >> _S33
-        ids.append(w & _MASK)
-        pos.append(np.array(wpos, dtype=np.int64))
+        wid: list[int] = []
+        wpos: list[int] = []
+        toks = [w for _, w in words]
+        starts = [p for p, _ in words]
+        for n in spec.word_ns:
+            salt = _WORD_SALT[n]
+            for i in range(len(toks) - n + 1):
+                wid.append(zlib.crc32(" ".join(toks[i : i + n]).encode()) ^ salt)
+                wpos.append(starts[i])
+        if wid:
+            w = np.array(wid, dtype=np.uint64) * _MUL
+            w ^= w >> _S33
+            ids.append(w & mask)
+            pos.append(np.array(wpos, dtype=np.int64))
     return np.concatenate(ids).astype(np.int64), np.concatenate(pos)
 
 
@@ -104,11 +147,12 @@ class NgramModel:
     card: dict[str, Any]
     window: int = WINDOW
     stride: int = STRIDE
+    spec: FeatureSpec = DEFAULT_SPEC
 
     def logits(self, text: str) -> tuple[float, tuple[int, int]]:
         """The highest window logit and that window's span in the prepared text."""
         t = prepare(text)
-        ids, pos = features(t)
+        ids, pos = features(t, self.spec)
         if ids.shape[0] == 0:
             return self.bias, (0, 0)
         L = len(t)
@@ -139,14 +183,14 @@ class NgramModel:
                     severity=Severity.HIGH if p >= 0.95 else Severity.MEDIUM)]
 
 
-def sparse_rows(texts: list[str], window: int = WINDOW) -> tuple[list[int], list[int], list[float]]:
+def sparse_rows(texts: list[str], spec: FeatureSpec = DEFAULT_SPEC) -> tuple[list[int], list[int], list[float]]:
     """Training helper: (row, col, value) triplets of the window features, one row per
     text. Texts longer than ``window`` must be split by the caller (training does)."""
     rows: list[int] = []
     cols: list[int] = []
     vals: list[float] = []
     for r, text in enumerate(texts):
-        ids, _ = features(prepare(text))
+        ids, _ = features(prepare(text), spec)
         if ids.shape[0] == 0:
             continue
         u, c = np.unique(ids, return_counts=True)
@@ -169,10 +213,11 @@ def load(path: Path) -> NgramModel:
         weights = z["weights"].astype(np.float32)
         bias = float(z["bias"][0])
         threshold = float(z["threshold"][0])
-    if weights.shape != (DIM,):
-        raise ValueError(f"model {path} has {weights.shape[0]} weights, expected {DIM}")
     card = json.loads(path.with_suffix(".json").read_text())
-    return NgramModel(weights, bias, threshold, card)
+    spec = FeatureSpec.from_json(card.get("features"))
+    if weights.shape != (spec.dim,):
+        raise ValueError(f"model {path} has {weights.shape[0]} weights, expected {spec.dim}")
+    return NgramModel(weights, bias, threshold, card, spec=spec)
 
 
 @lru_cache(maxsize=1)

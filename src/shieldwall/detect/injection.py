@@ -5,11 +5,13 @@ from its card, the rules' :data:`RULE_THRESHOLD`), so "flagged" is ``score >= 0.
 the combined score is the maximum of the parts.
 
 Channels. In a user prompt the classifier decides on its own. In a tool output or a
-document (``channel="tool"``) it needs support from at least one rule: the n-gram model
-was trained on prompts, and long structured text it has never seen (WHOIS records,
-key-value dumps, task templates) can score high for no reason. Measured out of
-distribution this is the difference between 15-25% and under 1% false positives on
-documents; a classifier-only verdict there is kept as an advisory hit.
+document (``channel="tool"``) it needs support from at least one rule, or a score above
+the card's stricter ``tool_threshold`` (set for a small FPR on validation documents; a
+model without one never decides alone there): the n-gram model was trained mostly on
+prompts, and long structured text it has never seen (WHOIS records, key-value dumps,
+task templates) can score high for no reason. Measured out of distribution this is the
+difference between 15-25% and under 1% false positives on documents; a classifier-only
+score between the two thresholds is kept as an advisory hit.
 """
 
 from __future__ import annotations
@@ -70,7 +72,13 @@ def scan(text: str, *, use_model: bool = True, decode: bool = True,
         z, span = model.logits(view)
         ms = _sig(z - _logit(model.threshold))
         evidence = classifier.prepare(view)[span[0]:span[0] + 80]
-        if channel == "tool" and not rule_hits and ms >= 0.5:
+        tool_thr = float(model.card.get("tool_threshold", 1.0))
+        if channel == "tool" and not rule_hits and ms >= 0.5 and tool_thr < 1.0 and _sig(z) >= tool_thr:
+            ms = _sig(z - _logit(tool_thr))
+            hits.append(Hit("detect.injection.classifier",
+                            f"injection classifier above its document threshold ({_sig(z):.3f})",
+                            score=_sig(z), span=span, evidence=evidence))
+        elif channel == "tool" and not rule_hits and ms >= 0.5:
             advisory.append(Hit("detect.injection.classifier_only",
                                 f"classifier score {_sig(z):.3f} in a document, no rule agrees",
                                 score=_sig(z), span=span, evidence=evidence,

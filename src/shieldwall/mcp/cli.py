@@ -244,6 +244,8 @@ def scan(
     as_json: Annotated[bool, typer.Option("--json", help="print findings as JSON")] = False,
     max_description: Annotated[int, typer.Option(help="description length limit")] = 2048,
     timeout: Annotated[float, typer.Option(help="seconds per server")] = 30.0,
+    sandbox: Annotated[bool, typer.Option(help="start each (command) server inside the bwrap sandbox: "
+                                          "no network, no host files beyond its own")] = False,
 ) -> None:
     """Start each configured server, list its tools, report tool-poisoning signs.
     Exit 0 clean, 1 findings, 2 a server could not be scanned."""
@@ -253,7 +255,8 @@ def scan(
 
     try:
         servers, findings = anyio.run(
-            lambda: scan_config(config, max_description=max_description, timeout=timeout))
+            lambda: scan_config(config, max_description=max_description, timeout=timeout,
+                                sandbox=sandbox))
     except (OSError, ValueError) as e:
         _fail(f"cannot read {config}: {e}")
     errors = [s for s in servers if s.error]

@@ -227,7 +227,7 @@ def read_config(path: str | Path) -> dict[str, dict[str, Any]]:
     return {str(k): dict(v) for k, v in servers.items() if isinstance(v, dict)}
 
 
-def spec_of(entry: dict[str, Any], base: Path) -> Any:
+def spec_of(entry: dict[str, Any], base: Path, sandbox: bool = False) -> Any:
     from .upstream import UpstreamSpec
 
     if entry.get("url"):
@@ -238,11 +238,11 @@ def spec_of(entry: dict[str, Any], base: Path) -> Any:
     env = {str(k): str(v) for k, v in dict(entry.get("env") or {}).items()} or None
     cwd = entry.get("cwd")
     return UpstreamSpec(command=[str(cmd), *[str(a) for a in entry.get("args", [])]], env=env,
-                        cwd=str(base / cwd) if cwd else None)
+                        cwd=str(base / cwd) if cwd else None, sandbox=sandbox)
 
 
 async def list_server(name: str, entry: dict[str, Any], base: Path,
-                      timeout: float = 30.0) -> ServerResult:
+                      timeout: float = 30.0, sandbox: bool = False) -> ServerResult:
     import os
 
     import anyio
@@ -250,7 +250,7 @@ async def list_server(name: str, entry: dict[str, Any], base: Path,
     from .upstream import list_all_tools, open_session
 
     try:
-        spec = spec_of(entry, base)
+        spec = spec_of(entry, base, sandbox)
         with anyio.fail_after(timeout), open(os.devnull, "w") as devnull:
             async with open_session(spec, errlog=devnull, client_name="shieldwall-scan") as (
                     cs, init):
@@ -268,7 +268,8 @@ async def list_server(name: str, entry: dict[str, Any], base: Path,
 
 
 async def scan_config(path: str | Path, *, max_description: int = DEFAULT_MAX_DESCRIPTION,
-                      timeout: float = 30.0) -> tuple[list[ServerResult], list[ScanFinding]]:
+                      timeout: float = 30.0,
+                      sandbox: bool = False) -> tuple[list[ServerResult], list[ScanFinding]]:
     import anyio
 
     cfg = read_config(path)
@@ -276,7 +277,7 @@ async def scan_config(path: str | Path, *, max_description: int = DEFAULT_MAX_DE
     results: dict[str, ServerResult] = {}
 
     async def one(name: str, entry: dict[str, Any]) -> None:
-        results[name] = await list_server(name, entry, base, timeout)
+        results[name] = await list_server(name, entry, base, timeout, sandbox)
 
     async with anyio.create_task_group() as tg:
         for name, entry in cfg.items():

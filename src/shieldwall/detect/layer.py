@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from ..actions import Action, Finding, ModelInput, ModelOutput, Severity, ToolCall, ToolResult, Verdict
 from ..layers import ORDER_DETECT, ORDER_RESULT_DETECT, ORDER_RESULT_LABEL, Layer, Outcome
 from ..policy.sections.detect import DetectSection
+from ..values import strings
 from . import canary as canary_mod
 from . import encodings, injection, pii, secrets, urls
 from .base import Hit
@@ -77,23 +77,6 @@ def register_secret_values(session: SessionState, values: list[str]) -> None:
     st = state_for(session)
     for v in values:
         st.live.add(v)
-
-
-def strings(value: Any, depth: int = 0) -> Iterator[str]:
-    if depth > 32:
-        return
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, bytes | bytearray):
-        yield bytes(value).decode("utf-8", "replace")
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            if isinstance(k, str):
-                yield k
-            yield from strings(v, depth + 1)
-    elif isinstance(value, list | tuple | set | frozenset):
-        for v in value:
-            yield from strings(v, depth + 1)
 
 
 def _finding(layer: str, hit: Hit, verdict: Verdict, what: str = "") -> Finding:

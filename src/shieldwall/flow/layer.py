@@ -15,8 +15,7 @@ whose store passed ``flow.store.max_entries`` gets ``flow.store_full`` on every 
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_plus, urlsplit
 
@@ -33,6 +32,8 @@ from ..actions import (
 from ..layers import ORDER_FLOW, ORDER_RESULT_LABEL, Layer, Outcome
 from ..policy.constraints import host_matches
 from ..policy.sections.flow import FlowRule, FlowSection
+from ..values import plain as _plain
+from ..values import strings
 from .fingerprints import Fingerprinter, Settings
 from .labels import label_for, label_name, rank
 from .store import (
@@ -60,45 +61,6 @@ _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 Target = tuple[str, Verdict, Verdict, Verdict]
 
 
-def _plain(value: Any) -> Any:
-    """A pydantic model or dataclass instance as JSON-like data (``str()`` of a model
-    escapes newlines and glues words to field names); anything else unchanged."""
-    dump = getattr(value, "model_dump", None)
-    if callable(dump) and not isinstance(value, type):
-        try:
-            return dump(mode="json")
-        except Exception:  # an odd model: fall back to its fields
-            return dump()
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return dataclasses.asdict(value)
-    return value
-
-
-def strings(value: Any, depth: int = 0) -> Iterator[str]:
-    """Every string (and number) inside a JSON-like value, dict keys included (an address
-    can be a key: a file's ``shared_with``). Pydantic models and dataclasses are walked
-    as their JSON-like data."""
-    if depth > 32:
-        return
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, bytes | bytearray):
-        yield bytes(value).decode("utf-8", "replace")
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            yield from strings(k, depth + 1)
-            yield from strings(v, depth + 1)
-    elif isinstance(value, list | tuple | set | frozenset):
-        for v in value:
-            yield from strings(v, depth + 1)
-    elif isinstance(value, int | float) and not isinstance(value, bool):
-        yield str(value)
-    elif value is not None and not isinstance(value, bool):
-        plain = _plain(value)
-        if plain is value:
-            yield str(value)
-        else:
-            yield from strings(plain, depth + 1)
 
 
 def split_fields(value: Any, fields: tuple[tuple[str, ...], ...]) -> tuple[list[str], list[str]]:

@@ -22,7 +22,7 @@ def test_benign_look_alikes_pass_as_prompts(text: str) -> None:
 
 @pytest.mark.parametrize("text", BENIGN)
 def test_benign_look_alikes_pass_as_documents(text: str) -> None:
-    assert not injection.scan(text, channel="tool").flagged
+    assert not injection.scan(text, channel="tool", classifier_alone_in_tools=True).flagged
 
 
 @pytest.mark.parametrize("text", ATTACKS)
@@ -61,13 +61,14 @@ def test_classifier_alone_decides_in_documents_above_its_document_threshold(
     strict = dataclasses.replace(base, card={**shipped.card, "tool_threshold": score + 1e-5})
     monkeypatch.setattr(classifier, "default_model", lambda: strict)
     assert injection.scan(text).flagged
-    r = injection.scan(text, channel="tool")
+    r = injection.scan(text, channel="tool", classifier_alone_in_tools=True)
     assert not r.flagged and [h.rule for h in r.advisory] == ["detect.injection.classifier_only"]
     loose = dataclasses.replace(base, card={**shipped.card, "tool_threshold": score - 1e-5})
     monkeypatch.setattr(classifier, "default_model", lambda: loose)
-    r = injection.scan(text, channel="tool")
+    assert not injection.scan(text, channel="tool").flagged  # off by default: rule support needed
+    r = injection.scan(text, channel="tool", classifier_alone_in_tools=True)
     assert r.flagged and "detect.injection.classifier" in [h.rule for h in r.hits]
     assert not r.advisory
     never = dataclasses.replace(base, card={k: v for k, v in shipped.card.items() if k != "tool_threshold"})
     monkeypatch.setattr(classifier, "default_model", lambda: never)
-    assert not injection.scan(text, channel="tool").flagged
+    assert not injection.scan(text, channel="tool", classifier_alone_in_tools=True).flagged

@@ -5,9 +5,10 @@ from its card, the rules' :data:`RULE_THRESHOLD`), so "flagged" is ``score >= 0.
 the combined score is the maximum of the parts.
 
 Channels. In a user prompt the classifier decides on its own. In a tool output or a
-document (``channel="tool"``) it needs support from at least one rule, or a score above
-the card's stricter ``tool_threshold`` (set for a small FPR on validation documents; a
-model without one never decides alone there): the n-gram model was trained mostly on
+document (``channel="tool"``) it needs support from at least one rule (or, only with
+``classifier_alone_in_tools=True``, a score above the card's stricter ``tool_threshold``,
+set for 0.2% FPR on validation documents; off by default because out of distribution it
+let 23% of garak's clean documents through as attacks): the n-gram model was trained mostly on
 prompts, and long structured text it has never seen (WHOIS records, key-value dumps,
 task templates) can score high for no reason. Measured out of distribution this is the
 difference between 15-25% and under 1% false positives on documents; a classifier-only
@@ -55,7 +56,8 @@ def rule_scale(hs: float, threshold: float = RULE_THRESHOLD) -> float:
 
 
 def scan(text: str, *, use_model: bool = True, decode: bool = True,
-         rule_threshold: float = RULE_THRESHOLD, channel: str = "user") -> InjectionResult:
+         rule_threshold: float = RULE_THRESHOLD, channel: str = "user",
+         classifier_alone_in_tools: bool = False) -> InjectionResult:
     """Scan one text for injected instructions. ``channel`` is ``"user"`` (a prompt) or
     ``"tool"`` (tool output, retrieved document, e-mail, web page)."""
     text = text[:MAX_SCAN]
@@ -72,7 +74,7 @@ def scan(text: str, *, use_model: bool = True, decode: bool = True,
         z, span = model.logits(view)
         ms = _sig(z - _logit(model.threshold))
         evidence = classifier.prepare(view)[span[0]:span[0] + 80]
-        tool_thr = float(model.card.get("tool_threshold", 1.0))
+        tool_thr = float(model.card.get("tool_threshold", 1.0)) if classifier_alone_in_tools else 1.0
         if channel == "tool" and not rule_hits and ms >= 0.5 and tool_thr < 1.0 and _sig(z) >= tool_thr:
             ms = _sig(z - _logit(tool_thr))
             hits.append(Hit("detect.injection.classifier",
@@ -94,7 +96,7 @@ def scan(text: str, *, use_model: bool = True, decode: bool = True,
             if len(d.text.strip()) < 8:
                 continue
             sub = scan(d.text, use_model=use_model, decode=False, rule_threshold=rule_threshold,
-                       channel=channel)
+                       channel=channel, classifier_alone_in_tools=classifier_alone_in_tools)
             if sub.flagged:
                 hits.append(Hit("detect.injection.encoded",
                                 f"{d.kind}-encoded text (depth {d.depth}) holds an injection",

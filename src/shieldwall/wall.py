@@ -277,7 +277,8 @@ class Shieldwall:
             entry["args"] = self._redact_value(args)
         # Findings quote evidence (the offending value) and other layers' messages: the
         # live-secret redactor runs over them too before anything is written.
-        for key in ("error", "findings", "url"):
+        # "tool" holds the action's target, which for an Egress is its URL.
+        for key in ("error", "findings", "url", "tool"):
             if key in entry:
                 entry[key] = self._redact_value(entry[key])
         return entry

@@ -84,6 +84,11 @@ class Action:
         """The action's content as JSON-able data, for audit (redacted before writing)."""
         return {}
 
+    def approval_subject(self) -> tuple[str, dict[str, Any]] | None:
+        """What a person approves, as (tool, arguments): the approval is bound to a hash of
+        exactly these. ``None`` for kinds that cannot be put before a person."""
+        return None
+
 
 @dataclass(slots=True)
 class ToolCall(Action):
@@ -96,6 +101,9 @@ class ToolCall(Action):
 
     def payload(self) -> dict[str, Any]:
         return {"args": self.args}
+
+    def approval_subject(self) -> tuple[str, dict[str, Any]] | None:
+        return self.tool, self.args
 
 
 @dataclass(slots=True)
@@ -173,6 +181,11 @@ class CodeRun(Action):
 
     def payload(self) -> dict[str, Any]:
         return {"language": self.language, "argv": list(self.argv), "code_chars": len(self.code)}
+
+    def approval_subject(self) -> tuple[str, dict[str, Any]] | None:
+        # The person sees (and the approval covers) the exact code, argv and limits.
+        return self.tool, {"language": self.language, "code": self.code,
+                           "argv": list(self.argv), "limits": dict(self.limits)}
 
 
 ACTION_KINDS: dict[str, type[Action]] = {

@@ -88,8 +88,9 @@ class Gate:
             if verdict == Verdict.DENY:
                 break
         decision = Decision(verdict, current, tuple(findings))
-        if verdict == Verdict.ASK and isinstance(current, ToolCall):
-            self._approval(decision, current, session, approval_id)
+        subject = current.approval_subject() if verdict == Verdict.ASK else None
+        if subject is not None:
+            self._approval(decision, subject, session, approval_id)
             if decision.verdict <= Verdict.CHANGES and deferred:
                 more: list[Finding] = []
                 v = decision.verdict
@@ -154,9 +155,10 @@ class Gate:
                 verdict = Verdict.CHANGES
         return verdict, current
 
-    def _approval(self, decision: Decision, call: ToolCall, session: SessionState,
-                  approval_id: str | None) -> None:
-        if approval_id is not None and self.approvals.consume(approval_id, call.tool, call.args):
+    def _approval(self, decision: Decision, subject: tuple[str, dict[str, Any]],
+                  session: SessionState, approval_id: str | None) -> None:
+        tool, args = subject
+        if approval_id is not None and self.approvals.consume(approval_id, tool, args):
             decision.verdict = max(
                 (f.verdict for f in decision.findings if f.verdict != Verdict.ASK),
                 default=Verdict.ALLOW)
@@ -164,12 +166,12 @@ class Gate:
                 "approval", "approval.granted", f"approved by request {approval_id}",
                 Verdict.ALLOW, severity=Severity.INFO))
             return
-        preview = self._redact_entry({"args": call.args}, session).get("args", {})
+        preview = self._redact_entry({"args": args}, session).get("args", {})
         reasons = "; ".join(f.message for f in decision.findings if f.verdict == Verdict.ASK)
         decision.approval = self.approvals.submit(
-            session=session.id, agent=session.agent, role=session.role, tool=call.tool,
-            args=call.args, preview=preview, reason=reasons,
-            timeout=self._approval_timeout(call.tool),
+            session=session.id, agent=session.agent, role=session.role, tool=tool,
+            args=args, preview=preview, reason=reasons,
+            timeout=self._approval_timeout(tool),
         )
         if approval_id is not None:
             decision.findings = (*decision.findings, Finding(

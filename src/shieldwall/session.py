@@ -122,9 +122,10 @@ class Session:
         and :class:`ToolError` when the tool itself fails.
         """
         args = dict(args or {})
-        decision = self.decide(ToolCall(tool, args), approval_id=approval)
+        action = ToolCall(tool, args)
+        decision = self.decide(action, approval_id=approval)
         if decision.verdict == Verdict.ASK:
-            decision = self._ask(tool, args, decision)
+            decision = self._ask(action, decision)
         self.last = decision
         if not decision.allowed:
             raise Denied(decision)
@@ -133,15 +134,18 @@ class Session:
         return self._execute(call)
 
     def ask(self, decision: Decision) -> Decision:
-        """Put an ``ask`` decision on a tool call before the approver; return the final
-        decision (allowed only if a person approved exactly these arguments)."""
-        call = decision.action
-        if decision.verdict != Verdict.ASK or not isinstance(call, ToolCall):
+        """Put an ``ask`` decision (a tool call or a code run) before the approver; return
+        the final decision (allowed only if a person approved exactly this action)."""
+        if decision.verdict != Verdict.ASK or decision.approval is None:
             return decision
-        return self._ask(call.tool, call.args, decision)
+        return self._ask(decision.action, decision)
 
-    def _ask(self, tool: str, args: dict[str, Any], decision: Decision) -> Decision:
+    def _ask(self, action: Action, decision: Decision) -> Decision:
         req = decision.approval
+        subject = action.approval_subject()
+        if req is None or subject is None:  # nothing a person can approve: stays refused
+            return decision
+        tool = subject[0]
         wall = self.wall
         timeout = wall.approval_timeout(tool)
         try:
@@ -153,7 +157,7 @@ class Session:
                 wall.approvals.resolve(req.id, True, approver=type(wall.approver).__name__)
             except ValueError:
                 pass
-            return self.decide(ToolCall(tool, args), approval_id=req.id)
+            return self.decide(action, approval_id=req.id)
         status = "denied" if answer is False else "timeout"
         try:
             wall.approvals.resolve(req.id, False, approver=type(wall.approver).__name__,

@@ -93,8 +93,20 @@ class PolicyLayer:
             if not eff.code:
                 return Outcome((_deny(self.name, "policy.code_not_allowed",
                                       f"role {eff.role!r} may not run code; set roles.{eff.role}.code: true"),))
-            return self._grant(action.tool, session)
+            refused = self._grant(action.tool, session)
+            if refused is not None:
+                return refused
+            ask = self._approval(action.tool)
+            return Outcome((ask,)) if ask is not None else None
         return None
+
+    def _approval(self, tool: str) -> Finding | None:
+        tool_policy = self.policy.tools.get(tool)
+        if tool_policy is None or not tool_policy.approval_required:
+            return None
+        reason = (tool_policy.approval.reason if not isinstance(tool_policy.approval, bool)
+                  else "") or f"{tool} is marked as needing human approval"
+        return Finding(self.name, "approval.required", reason, Verdict.ASK, severity=Severity.MEDIUM)
 
     def _grant(self, tool: str, session: SessionState) -> Outcome | None:
         eff = session.effective
@@ -143,11 +155,9 @@ class PolicyLayer:
                 f = chk(value)
                 if f is not None:
                     return Outcome((f,))
-        if tool_policy is not None and tool_policy.approval_required:
-            reason = (tool_policy.approval.reason if not isinstance(tool_policy.approval, bool)
-                      else "") or f"{action.tool} is marked as needing human approval"
-            findings.append(Finding(self.name, "approval.required", reason, Verdict.ASK,
-                                    severity=Severity.MEDIUM))
+        ask = self._approval(action.tool)
+        if ask is not None:
+            findings.append(ask)
         if not findings and not changed:
             return None
         return Outcome(tuple(findings), ToolCall(action.tool, args) if changed else None)

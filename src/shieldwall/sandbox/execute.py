@@ -30,6 +30,8 @@ def run_code(session: Session, code: str = "", *, argv: Sequence[str] = (),
     action = CodeRun(code=code, argv=tuple(argv), language=language,
                      limits=dict(limits or {}), tool=tool)
     decision = session.decide(action)
+    if decision.verdict == Verdict.ASK:  # a person sees the exact code and limits
+        decision = session.ask(decision)
     session.last = decision
     if decision.verdict > Verdict.CHANGES:
         raise Denied(decision)

@@ -15,6 +15,8 @@ whose store passed ``flow.store.max_entries`` gets ``flow.store_full`` on every 
 
 from __future__ import annotations
 
+import hashlib
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_plus, urlsplit
@@ -54,6 +56,8 @@ if TYPE_CHECKING:
     from ..wall import Shieldwall
 
 EXTRAS_KEY = "flow"
+SEEN_KEY = "flow.recorded"  # digests of results already recorded in this session
+_SEEN_MAX = 65536
 _VERDICT = {"allow": Verdict.ALLOW, "ask": Verdict.ASK, "deny": Verdict.DENY}
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # a target value, the verdicts when it was seen only in untrusted content, when it was
@@ -161,12 +165,16 @@ class FlowResultLayer:
         fields = self.ctx.trusted_fields.get(action.tool)
         if label.trusted or not fields:
             text = "\n".join(strings(action.result))
+            if self._recorded(session, action.tool, label.rank, label.trusted, text):
+                return
             prints = self.ctx.fingerprinter.seen(text)
             store.record(action.tool, label.rank, label.trusted, prints, self.ctx.targets_in(text))
             return
         # An untrusted result with system-written fields: targets found in those fields
         # count as trusted; every other string (and the fingerprints of all) as untrusted.
         own, rest = split_fields(action.result, fields)
+        if self._recorded(session, action.tool, label.rank, False, "\0".join(own) + "\0\0" + "\0".join(rest)):
+            return
         rest_text = "\n".join(rest)
         prints = self.ctx.fingerprinter.seen("\n".join(own) + "\n" + rest_text)
         store.record(action.tool, label.rank, False, prints, self.ctx.targets_in(rest_text))
@@ -176,6 +184,25 @@ class FlowResultLayer:
             for v in own:
                 keys |= self.ctx.targets_in(v)
             store.mark(untrusted=False, targets=keys)
+
+    def _recorded(self, session: SessionState, tool: str, rank: int, trusted: bool,
+                  text: str) -> bool:
+        """True when this exact result (same tool, label and text) was recorded in this
+        session less than half the store's TTL ago: recording it again would add nothing
+        (same fingerprints, targets and flags) and only grow the index (a session polling
+        one tool would otherwise make every fingerprint's source list grow without end)."""
+        seen: dict[bytes, float] | None = session.extras.get(SEEN_KEY)
+        if seen is None:
+            seen = session.extras[SEEN_KEY] = {}
+        key = hashlib.blake2b(f"{tool}\0{rank}\0{int(trusted)}\0".encode()
+                              + text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+        now = time.monotonic()
+        t = seen.get(key)
+        if t is not None and now - t < self.ctx.section.store.ttl / 2:
+            return True
+        if len(seen) < _SEEN_MAX or t is not None:
+            seen[key] = now
+        return False
 
 
 class FlowSinkLayer:

@@ -193,8 +193,8 @@ class MemoryFlowStore:
         self.max_entries = max_entries
         self._full = False
         self._lock = threading.Lock()
-        self._grams: dict[int, int | tuple[int, ...]] = {}
-        self._exact: dict[int, int | tuple[int, ...]] = {}
+        self._grams: dict[int, int | tuple[int, ...] | set[int]] = {}
+        self._exact: dict[int, int | tuple[int, ...] | set[int]] = {}
         self._shorts: set[int] = set()
         self._sources: dict[int, Source] = {}
         self._untrusted = False
@@ -204,7 +204,9 @@ class MemoryFlowStore:
         self._targets_user: set[str] = set()
 
     @staticmethod
-    def _put(index: dict[int, int | tuple[int, ...]], fps: Iterable[int], sid: int) -> None:
+    def _put(index: dict[int, int | tuple[int, ...] | set[int]], fps: Iterable[int], sid: int) -> None:
+        # One source id is an int, a few a tuple, many a set (a fingerprint shared by many
+        # results, e.g. a JSON key: keeps each insert O(1) however long the session runs).
         for fp in fps:
             cur = index.get(fp)
             if cur is None:
@@ -212,8 +214,10 @@ class MemoryFlowStore:
             elif isinstance(cur, int):
                 if cur != sid:
                     index[fp] = (cur, sid)
+            elif isinstance(cur, set):
+                cur.add(sid)
             elif sid not in cur:
-                index[fp] = (*cur, sid)
+                index[fp] = (*cur, sid) if len(cur) < 8 else {*cur, sid}
 
     def _size(self) -> int:
         return (len(self._grams) + len(self._exact) + len(self._targets_untrusted)

@@ -13,11 +13,15 @@ _POLICY = """
 version: 1
 roles:
   reader:
-    tools: [lookup, read_document]
+    tools: [lookup, track, read_document]
     http_methods: [GET]
     db_scope: read-only
 tools:
   lookup:
+    args:
+      order_id: {pattern: "ORD-[0-9]{4,10}"}
+      limit: {minimum: 1, maximum: 100}
+  track:
     args:
       order_id: {pattern: "ORD-[0-9]{4,10}"}
       limit: {minimum: 1, maximum: 100}
@@ -27,6 +31,8 @@ tools:
   refund_order: {}
 audit:
   path: audit.db
+monitor:
+  enabled: false  # the deny scenarios are a refusal burst: the kill switch would end the session
 """
 
 
@@ -47,8 +53,14 @@ def command(
     (tmp / "docs").mkdir()
     policy = parse_policy(_POLICY, "bench-gate.yaml")
 
+    counter = iter(range(1 << 62))
+
     def lookup(order_id: str, limit: int = 10) -> str:
         return order_id
+
+    def track(order_id: str, limit: int = 10) -> str:
+        # a different result every call: the flow room fingerprints and indexes each one
+        return f"{order_id}: parcel {next(counter)} left the depot, courier ETA {limit} days"
 
     rows: list[list[str]] = []
     table = Table(title="shieldwall bench gate")
@@ -63,6 +75,7 @@ def command(
         wall = Shieldwall(policy, base_dir=tmp, audit=True if audited else False,
                           load_rooms=True)
         wall.tool(lookup)
+        wall.tool(track)
         s = wall.session(agent="bench", role="reader")
         allow = ToolCall("lookup", args)
         deny = ToolCall("refund_order", {"order_id": "ORD-1"})
@@ -76,6 +89,9 @@ def command(
         def call_allow() -> object:
             return s.call("lookup", args)
 
+        def call_distinct() -> object:
+            return s.call("track", args)
+
         def call_deny() -> object:
             try:
                 return s.call("refund_order", {"order_id": "ORD-1"})
@@ -85,6 +101,7 @@ def command(
         for name, fn in ((f"decide allow {label}", decide_allow),
                          (f"decide deny {label}", decide_deny),
                          (f"call allowed tool {label}", call_allow),
+                         (f"call allowed tool, new result each call {label}", call_distinct),
                          (f"call denied tool {label}", call_deny)):
             t0 = time.perf_counter()
             samples = time_calls(fn, n)
@@ -108,6 +125,8 @@ def command(
         f"n = {n} timed calls per scenario after 200 warm-up calls; one process; {machine()}.",
         "decide = the gate's decision only (identity, policy, argument schema and constraints,",
         "budget and every room layer installed); call = decision + tool + result layers + outcome entry.",
+        "`call allowed tool` returns the same result each time (recorded once by the flow room);",
+        "`new result each call` returns a different text each time (fingerprinted and indexed each time).",
         "decisions/s includes the audit flush at the end of the scenario (durable writes).",
         "Targets (issue 2): p50 ≤ 20 µs and p99 ≤ 100 µs per decision without audit I/O;",
         "≥ 10,000 audited decisions per second.",

@@ -129,3 +129,17 @@ def test_booking_not_named_by_the_user_is_refused_without_task_scope(
     # the booking the user asked for by name still passes
     benign = runner.run("user_task_0", None)
     assert benign.utility is True and benign.approvals == 0
+
+
+def test_detect_flag_runs_the_suite_with_the_detect_room_on(tmp_path: Path) -> None:
+    import json
+
+    from shieldwall.bench.agentdojo import command
+
+    command(suite="banking", user_tasks=1, detect=True, out_dir=tmp_path)
+    data = json.loads((tmp_path / "agentdojo-detect.json").read_text())
+    assert data["detect"] is True
+    assert data["overall"]["pairs"] == 9
+    md = (tmp_path / "agentdojo-detect.md").read_text()
+    assert "--detect" in md and "detect room is on" in md
+    assert not (tmp_path / "agentdojo.md").exists()

@@ -187,6 +187,9 @@ def command(
         = Path("benchmarks"),
     user_tasks: Annotated[int | None, typer.Option(
         help="only the first N user tasks per suite (quick look)")] = None,
+    detect: Annotated[bool, typer.Option(
+        help="also turn on the detect room (injection scan of untrusted results, output "
+             "guards) with its default settings; writes agentdojo-detect.md/.json")] = False,
 ) -> None:
     """AgentDojo with a fully hijacked agent: attack success and kept utility."""
     try:
@@ -208,6 +211,9 @@ def command(
         if n not in SUITES:
             raise typer.BadParameter(f"unknown suite {n!r} (suites: {', '.join(SUITES)})")
     pdir = policy_dir or _default_policy_dir()
+    name = "agentdojo-detect" if detect else "agentdojo"
+    if detect:
+        pdir = _with_detect(pdir, names)
     console = Console()
     started = time.perf_counter()
     plan: dict[str, list[str]] = {}
@@ -236,8 +242,17 @@ def command(
         table.add_row(*row)
     console.print(table)
     notes = _notes(reports, total, scope, pdir, elapsed)
-    write_markdown("agentdojo", f"AgentDojo {BENCHMARK_VERSION}: a fully hijacked agent, "
-                   "with and without Shieldwall", header, rows, notes, out_dir)
+    if detect:
+        notes[0] = (f"Command: `shieldwall bench agentdojo --scope {scope} --detect` (policies: "
+                    f"examples/agentdojo with `detect:` on at its defaults), {elapsed:.0f} s.")
+        notes[1:1] = ["", "The detect room is on: untrusted tool results are scanned for "
+                      "injected instructions (on_injection: deny — the result never reaches "
+                      "the agent), outputs and tool arguments for leaks. What it adds on top "
+                      "of the deterministic layers shows in *utility under attack* and in "
+                      "the refusals by rule id; what it costs shows in *benign utility kept*."]
+    write_markdown(name, f"AgentDojo {BENCHMARK_VERSION}: a fully hijacked agent, "
+                   "with and without Shieldwall" + (" (detect room on)" if detect else ""),
+                   header, rows, notes, out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     payload = {
         "benchmark": f"agentdojo {BENCHMARK_VERSION}", "machine": machine(), "scope": scope,
@@ -245,10 +260,25 @@ def command(
         "overall": total.to_dict(detail=False),
         "suites": [r.to_dict() for r in reports],
     }
-    (out_dir / "agentdojo.json").write_text(json.dumps(payload, indent=1) + "\n",
-                                            encoding="utf-8")
-    console.print(f"wrote {out_dir / 'agentdojo.md'} and {out_dir / 'agentdojo.json'} "
+    payload["detect"] = detect
+    (out_dir / f"{name}.json").write_text(json.dumps(payload, indent=1) + "\n",
+                                          encoding="utf-8")
+    console.print(f"wrote {out_dir / (name + '.md')} and {out_dir / (name + '.json')} "
                   f"({elapsed:.0f} s)")
+
+
+def _with_detect(pdir: Path, names: list[str]) -> Path:
+    """Copies of the suites' policies with the detect room on at its defaults."""
+    import tempfile
+
+    import yaml
+
+    out = Path(tempfile.mkdtemp(prefix="sw-agentdojo-detect-"))
+    for n in names:
+        data = yaml.safe_load((pdir / f"{n}.yaml").read_text(encoding="utf-8"))
+        data["detect"] = {"enabled": True}
+        (out / f"{n}.yaml").write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return out
 
 
 def _notes(reports: list[SuiteReport], total: SuiteReport, scope: str, pdir: Path,

@@ -527,3 +527,90 @@ def test_decisions_in_worker_threads(upstream: Upstream) -> None:
             assert c.get("http://evil.test/").headers["x-shieldwall-reason"] == "egress.host_not_allowed"
     finally:
         pt.stop()
+
+
+# --------------------------------------------------------------------------- early refusals
+
+
+def _audited(wall: Shieldwall) -> list[dict]:
+    from shieldwall.audit.canonical import parse_leaf
+
+    wall.audit.flush()
+    return [parse_leaf(bytes(leaf))[0] for _, leaf, _ in wall.audit.store.iter_leaves()]
+
+
+def _early_wall(tmp_path: Path, upstream: Upstream) -> Shieldwall:
+    policy = parse_policy(f"""
+version: 1
+roles:
+  reader: {{http_methods: [GET, POST]}}
+egress:
+  allow_hosts: ["allowed.test"]
+  schemes: [http]
+  ports: [{upstream.port}]
+  allow_private: ["127.0.0.1"]
+  limits: {{max_request_bytes: 1000}}
+  proxy:
+    credentials:
+      - {{agent: reader-bot, role: reader, token_sha256: "{hash_token(READER_TOKEN)}"}}
+audit: {{path: audit.db}}
+gate: {{layer_budget_ms: 10000}}
+""")
+    return Shieldwall(policy, base_dir=tmp_path)
+
+
+def test_refusals_before_a_session_exists_are_audited(tmp_path: Path, upstream: Upstream) -> None:
+    from shieldwall.egress.proxy import audit_early_refusals
+
+    wall = _early_wall(tmp_path, upstream)
+    pol = egress_policy(wall)
+    pol.resolver.inner = StaticResolver({"allowed.test": ["127.0.0.1"]})
+    pt = ProxyThread(EgressProxy(pol, session_decider(wall), refused=audit_early_refusals(wall),
+                                 settings=pol.section.proxy.model_copy(update={"header_timeout": 1.0})))
+    url = f"http://allowed.test:{upstream.port}/x"
+    wrong = "swp_not-a-real-token-but-looks-like-one-123"
+    try:
+        assert raw(pt.port, f"GET {url} HTTP/1.1\r\nHost: allowed.test\r\n\r\n".encode()).startswith(b"HTTP/1.1 407")
+        out = raw(pt.port, f"GET {url} HTTP/1.1\r\nProxy-Authorization: Bearer {wrong}\r\n\r\n".encode())
+        assert out.startswith(b"HTTP/1.1 407")
+        assert raw(pt.port, b"NOT A REQUEST\r\n\r\n").startswith(b"HTTP/1.1 400")
+        out = raw(pt.port, f"POST {url} HTTP/1.1\r\nContent-Length: 5000\r\n".encode() + auth(READER_TOKEN) + b"\r\n")
+        assert out.startswith(b"HTTP/1.1 413")
+        with socket.create_connection(("127.0.0.1", pt.port), timeout=5) as s:  # a slow head
+            s.sendall(b"GET http://allowed.test/ HTTP/1.1\r\nX-Slow: ")
+            assert s.recv(1000).startswith(b"HTTP/1.1 408")
+        with client(pt, READER_TOKEN, "reader-bot") as c:
+            assert c.get(url).status_code == 200  # the proxy went on serving
+    finally:
+        pt.stop()
+    entries = _audited(wall)
+    early = [(e["agent"], e["findings"][0]["rule"]) for e in entries if e["session"] == "proxy"]
+    assert early == [("(unauthenticated)", "egress.proxy_auth"), ("(unauthenticated)", "egress.proxy_auth"),
+                     ("(unauthenticated)", "egress.proxy_malformed"), ("reader-bot", "egress.too_large"),
+                     ("(unauthenticated)", "egress.proxy_timeout")]
+    assert all(e["verdict"] == "deny" and e["findings"][0]["evidence"] == "peer 127.0.0.1"
+               for e in entries if e["session"] == "proxy")
+    assert [e["tool"] for e in entries if e["session"] == "proxy"][:2] == [url, url]
+    # the allowed request is the gate's own entry; no credential is ever written down
+    assert [e["verdict"] for e in entries if e["session"] != "proxy"] == ["allow"]
+    wall.close()
+    text = (tmp_path / "audit.db").read_bytes()
+    assert wrong.encode() not in text and READER_TOKEN.encode() not in text
+
+
+def test_an_early_refusal_flood_is_counted_not_written_one_by_one(tmp_path: Path, upstream: Upstream) -> None:
+    from shieldwall.egress.proxy import EarlyRefusal, audit_early_refusals
+
+    wall = _early_wall(tmp_path, upstream)
+    now = [100.0]
+    record = audit_early_refusals(wall, per_second=3, clock=lambda: now[0])
+    e = EarlyRefusal(407, "egress.proxy_auth", "proxy credential missing", "10.1.2.3", "GET", "http://x.test/", None)
+    for _ in range(10):
+        record(e)
+    assert len(_audited(wall)) == 3
+    now[0] += 1.5
+    record(e)
+    entries = _audited(wall)
+    assert len(entries) == 4
+    assert "7 more early refusals were not recorded" in entries[-1]["findings"][0]["message"]
+    wall.close()

@@ -37,7 +37,13 @@ def serve(
     from ..errors import PolicyError
     from ..wall import Shieldwall
     from .layer import egress_policy
-    from .proxy import EgressProxy, ProxyIdentity, new_event_loop, session_decider
+    from .proxy import (
+        EgressProxy,
+        ProxyIdentity,
+        audit_early_refusals,
+        new_event_loop,
+        session_decider,
+    )
     from .proxy import serve as run
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -52,7 +58,8 @@ def serve(
                     "(mint one with `shieldwall proxy token`)", fg=typer.colors.YELLOW, err=True)
     pol = egress_policy(wall)
     proxy = EgressProxy(pol, session_decider(wall), settings=settings,
-                        event=lambda e: logging.getLogger("shieldwall.egress.proxy").info("%s", e))
+                        event=lambda e: logging.getLogger("shieldwall.egress.proxy").info("%s", e),
+                        refused=audit_early_refusals(wall))
     tcp = None if no_tcp else (listen or settings.listen)
     sock = unix or settings.unix_socket
     ident = None

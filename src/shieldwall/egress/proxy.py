@@ -170,11 +170,60 @@ def session_decider(wall: Shieldwall) -> Decide:
     return decide
 
 
+def audit_early_refusals(wall: Shieldwall, per_second: float = 50.0,
+                         clock: Callable[[], float] | None = None) -> Callable[[EarlyRefusal], None]:
+    """A ``refused`` hook that writes each :class:`EarlyRefusal` to ``wall``'s audit log
+    (event ``decision``, verdict deny, layer ``egress``), under the credential's agent when
+    it is known, else ``(unauthenticated)``.
+
+    Whoever can reach the proxy can make these, without a credential: past ``per_second``
+    entries in a second the rest are counted, and the count is written with the next
+    entry that is recorded, so a flood cannot fill the log but is still visible."""
+    import time
+
+    from ..policy.compile import Effective
+    from ..session import SessionState
+
+    now = clock or time.monotonic
+    window = [0.0, 0.0, 0]  # second started, entries in it, not recorded since the last entry
+    nobody = Effective(role="", task=None, tools=frozenset(), role_tools=frozenset(),
+                       task_allow=frozenset(), task_deny=frozenset(), http_methods=frozenset(),
+                       db_scope="", code=False, session_calls=0, per_minute=0.0, burst=0,
+                       lifetime=0.0)
+
+    def record(e: EarlyRefusal) -> None:
+        t = now()
+        if t - window[0] >= 1.0:
+            window[0], window[1] = t, 0.0
+        if window[1] >= per_second:
+            window[2] += 1
+            return
+        window[1] += 1
+        skipped, window[2] = window[2], 0
+        note = f" ({skipped} more early refusals were not recorded one by one)" if skipped else ""
+        ident = e.ident
+        state = SessionState(
+            id="proxy", agent=ident.agent if ident else "(unauthenticated)",
+            role=ident.role if ident else "", task=ident.task if ident else None,
+            started=wall.clock(), policy=wall.policy, effective=nobody, wall=wall,
+            clock=wall.clock)
+        f = Finding(LAYER, e.rule, f"proxy answered {e.status}: {e.message}{note}", Verdict.DENY,
+                    evidence=f"peer {e.peer}", severity=Severity.MEDIUM)
+        act = Egress(e.method or "-", e.url[:2000], {}, b"")
+        wall.gate.record(Decision(Verdict.DENY, act, (f,)), state)
+
+    return record
+
+
 # --------------------------------------------------------------------------- errors
 
 
 class _Reply(Exception):
-    """Answer the client with ``status`` and close (or keep) the connection."""
+    """Answer the client with ``status`` and close (or keep) the connection.
+
+    ``decided`` marks a refusal the decider made (the gate has audited it already); every
+    other refusal happened before or outside a decision and goes to the proxy's
+    ``refused`` hook. ``method``, ``url`` and ``ident`` say what is known of the request."""
 
     def __init__(self, status: int, message: str, rules: Iterable[str] = (), close: bool = True,
                  extra: Iterable[tuple[str, str]] = ()) -> None:
@@ -184,6 +233,49 @@ class _Reply(Exception):
         self.rules = tuple(rules)
         self.close = close
         self.extra = tuple(extra)
+        self.decided = False
+        self.method = ""
+        self.url = ""
+        self.ident: ProxyIdentity | None = None
+
+    def about(self, req: _Request, ident: ProxyIdentity | None) -> _Reply:
+        if not self.method:
+            self.method, self.url, self.ident = req.method, req.target, ident
+        return self
+
+
+# Rule ids for refusals made before any decision (no session exists yet).
+_EARLY_RULES = {400: "egress.proxy_malformed", 501: "egress.proxy_malformed",
+                505: "egress.proxy_malformed", 407: "egress.proxy_auth",
+                408: "egress.proxy_timeout", 413: "egress.too_large", 431: "egress.too_large",
+                503: "egress.proxy_busy"}
+
+
+@dataclass(frozen=True, slots=True)
+class EarlyRefusal:
+    """A refusal the proxy made on its own, before (or outside) a decision: a missing or
+    wrong credential, a malformed, oversized or too slow request, the connection limit,
+    an address that failed its check at connect time, an oversized response."""
+
+    status: int
+    rule: str
+    message: str
+    peer: str
+    method: str
+    url: str
+    ident: ProxyIdentity | None
+
+
+def _early(r: _Reply, peer: Any) -> EarlyRefusal | None:
+    """The refusal to audit, or None: a decider's refusal (audited by the gate) or an
+    upstream failure after an allowed, audited decision (502/504 with no rule)."""
+    if r.decided:
+        return None
+    rule = r.rules[0] if r.rules else _EARLY_RULES.get(r.status)
+    if rule is None:
+        return None
+    who = peer[0] if isinstance(peer, tuple) and peer else (str(peer) if peer else "unix")
+    return EarlyRefusal(r.status, rule, r.message, str(who), r.method, r.url, r.ident)
 
 
 class _Closed(Exception):
@@ -382,7 +474,9 @@ def _forward_headers(req: _Request) -> dict[str, str]:
 def _deny_reply(d: Decision) -> _Reply:
     rules = sorted({f.rule for f in d.deciding()})
     msg = "; ".join(f.message for f in d.deciding())
-    return _Reply(403, f"refused by Shieldwall: {msg}", rules, close=False)
+    r = _Reply(403, f"refused by Shieldwall: {msg}", rules, close=False)
+    r.decided = True
+    return r
 
 
 def _decide_failed(action: Egress, e: Exception) -> Decision:
@@ -423,6 +517,7 @@ class EgressProxy:
         upstream_ssl: ssl.SSLContext | None = None,
         workers: int = 8,
         decide_in_thread: bool | None = None,
+        refused: Callable[[EarlyRefusal], None] | None = None,
     ) -> None:
         self._gen = 0
         self._pool: dict[tuple[Any, ...], list[_UpConn]] = {}
@@ -434,6 +529,9 @@ class EgressProxy:
         self.credentials = credentials if credentials is not None else CredentialStore(
             self.settings.credentials)
         self.event = event
+        # Refusals made before a decision exists (see EarlyRefusal); in production
+        # :func:`audit_early_refusals` writes them to the wall's audit log.
+        self.refused = refused
         self.upstream_ssl = upstream_ssl
         self.servers: list[asyncio.Server] = []
         self.decide_in_thread = (self.settings.decide_in_threads if decide_in_thread is None
@@ -574,6 +672,18 @@ class EgressProxy:
             await s.wait_closed()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
+    def _refused_early(self, r: _Reply, peer: Any) -> None:
+        if self.refused is None:
+            return
+        e = _early(r, peer)
+        if e is None:
+            return
+        try:
+            self.refused(e)
+        except Exception:  # the reply goes out regardless: it is a refusal already
+            self.stats["errors"] += 1
+            log.exception("recording an early refusal failed")
+
     def _emit(self, **event: Any) -> None:
         if self.event is not None:
             try:
@@ -597,12 +707,15 @@ class EgressProxy:
         up: list[_Upstream | None] = [None]
         try:
             if self._active > self.settings.max_connections:
-                await self._send_reply(writer, _Reply(503, "proxy is at its connection limit"))
+                r = _Reply(503, "proxy is at its connection limit")
+                self._refused_early(r, writer.get_extra_info("peername"))
+                await self._send_reply(writer, r)
                 return
             if resume is not None:
                 try:
                     keep = await resume(up, writer)
                 except _Reply as r:
+                    self._refused_early(r, writer.get_extra_info("peername"))
                     await self._send_reply(writer, r)
                     keep = not r.close
                 if not keep:
@@ -642,18 +755,22 @@ class EgressProxy:
                 raise _Reply(408, "request head not received in time") from None
             req = _parse_head(head)
             ident = fixed or self.credentials.authenticate(req.get("proxy-authorization"))
-            if ident is None:
-                self._emit(event="proxy_auth_failed", peer=str(peer), method=req.method)
-                raise _Reply(407, "proxy credential missing or not recognised",
-                             ["egress.proxy_auth"],
-                             extra=[("Proxy-Authenticate", 'Basic realm="shieldwall"')])
-            if req.method == "CONNECT":
-                await self._connect(req, ident, reader, writer)
-                return False
-            return await self._forward(req, ident, reader, writer, up)
+            try:
+                if ident is None:
+                    self._emit(event="proxy_auth_failed", peer=str(peer), method=req.method)
+                    raise _Reply(407, "proxy credential missing or not recognised",
+                                 ["egress.proxy_auth"],
+                                 extra=[("Proxy-Authenticate", 'Basic realm="shieldwall"')])
+                if req.method == "CONNECT":
+                    await self._connect(req, ident, reader, writer)
+                    return False
+                return await self._forward(req, ident, reader, writer, up)
+            except _Reply as r:
+                raise r.about(req, ident) from None
         except _Reply as r:
             if r.status == 403:
                 self.stats["refused"] += 1
+            self._refused_early(r, peer)
             await self._send_reply(writer, r)
             return not r.close
 
@@ -1149,7 +1266,8 @@ class _FastClient(asyncio.Protocol):
                 del self.buf[:end + 4]
                 raise _Reply(407, "proxy credential missing or not recognised",
                              ["egress.proxy_auth"],
-                             extra=[("Proxy-Authenticate", 'Basic realm="shieldwall"')])
+                             extra=[("Proxy-Authenticate", 'Basic realm="shieldwall"')]
+                             ).about(req, None)
             if req.method == "CONNECT" or p.decide_in_thread \
                     or not req.target[:8].lower().startswith(("http://", "https://")):
                 self.to_streams()
@@ -1162,7 +1280,10 @@ class _FastClient(asyncio.Protocol):
             if parsed.ip is None and pol.resolver.cached(parsed.host) is None:
                 self.to_streams()  # resolves off the loop first
                 return False
-            kind, length = _framing(req, lim.max_request_bytes)
+            try:
+                kind, length = _framing(req, lim.max_request_bytes)
+            except _Reply as r:
+                raise r.about(req, ident) from None
             if kind == "chunked":
                 self.to_streams()
                 return False
@@ -1210,6 +1331,13 @@ class _FastClient(asyncio.Protocol):
         self.advance()
 
     def dispatch(self, req: _Request, ident: ProxyIdentity, parsed: ParsedURL, body: bytes) -> bool:
+        try:
+            return self._dispatch(req, ident, parsed, body)
+        except _Reply as r:
+            raise r.about(req, ident) from None
+
+    def _dispatch(self, req: _Request, ident: ProxyIdentity, parsed: ParsedURL,
+                  body: bytes) -> bool:
         p = self.p
         pol = p._policy
         client_close = _client_close(req)
@@ -1301,6 +1429,8 @@ class _FastClient(asyncio.Protocol):
     def reply(self, r: _Reply) -> None:
         if r.status == 403:
             self.p.stats["refused"] += 1
+        if self.p.refused is not None:
+            self.p._refused_early(r, self.t.get_extra_info("peername"))
         if self.t.is_closing():
             return
         self.t.write(_reply_bytes(r))

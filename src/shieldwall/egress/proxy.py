@@ -538,6 +538,11 @@ class EgressProxy:
                                  else decide_in_thread)
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sw-proxy")
         self._active = 0
+        # Parsed heads by their exact bytes (a keep-alive client repeats its head, an
+        # upstream its response head): pure functions of the bytes, so a hit is the same
+        # answer the parser would give. Bounded; never a decision.
+        self._req_heads: dict[bytes, _Request] = {}
+        self._resp_heads: dict[bytes, _RespHead] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self.stats = {"requests": 0, "refused": 0, "errors": 0}
 
@@ -598,6 +603,26 @@ class EgressProxy:
     def pooled(self) -> dict[tuple[Any, ...], int]:
         """Idle upstream connections per key (agent identity, scheme, host, port)."""
         return {k: len(v) for k, v in self._pool.items() if v}
+
+    def _parse_request_head(self, raw: bytes) -> _Request:
+        req = self._req_heads.get(raw)
+        if req is None:
+            req = _parse_head(raw)  # raises _Reply for a bad head: never cached
+            if len(raw) <= _HEAD_CACHE_BYTES:
+                if len(self._req_heads) >= _HEAD_CACHE_ENTRIES:
+                    self._req_heads.clear()
+                self._req_heads[raw] = req
+        return req
+
+    def _response_head_of(self, raw: bytes) -> _RespHead:
+        rh = self._resp_heads.get(raw)
+        if rh is None:
+            rh = _RespHead.parse(raw)
+            if len(raw) <= _HEAD_CACHE_BYTES:
+                if len(self._resp_heads) >= _HEAD_CACHE_ENTRIES:
+                    self._resp_heads.clear()
+                self._resp_heads[raw] = rh
+        return rh
 
     def _loop_time(self) -> float:
         return asyncio.get_running_loop().time()
@@ -1258,7 +1283,7 @@ class _FastClient(asyncio.Protocol):
                 if len(self.buf) > lim.max_header_bytes or end >= 0:
                     raise _Reply(431, "request head too large")
                 return False
-            req = _parse_head(bytes(self.buf[:end + 4]))
+            req = p._parse_request_head(bytes(self.buf[:end + 4]))
             ident = self.fixed or p.credentials.authenticate(req.get("proxy-authorization"))
             if ident is None:
                 p._emit(event="proxy_auth_failed", peer=str(self.t.get_extra_info("peername")),
@@ -1614,7 +1639,8 @@ class _UpConn(asyncio.Protocol):
                 if len(self.buf) > lim.max_header_bytes:
                     raise _Reply(502, "upstream response head too large", close=True)
                 return
-            status, status_line, headers = _parse_response_head(bytes(self.buf[:end + 4]))
+            rh = self.p._response_head_of(bytes(self.buf[:end + 4]))
+            status = rh.status
             if 100 <= status < 200 and status != 101:
                 del self.buf[:end + 4]
                 self.interim += 1
@@ -1622,32 +1648,19 @@ class _UpConn(asyncio.Protocol):
                     raise _Reply(502, "too many interim responses", close=True)
                 continue
             break
-        te = False
-        cls: set[str] = set()
-        conn = ""
-        out = [status_line]
-        for k, v, lk in headers:
-            if lk == "content-length":
-                cls.add(v)
-            elif lk == "transfer-encoding":
-                te = True
-            elif lk == "connection":
-                conn += v.lower()
-            if lk not in _RESP_HOP:
-                out.append(f"{k}: {v}")
         no_body = c.head_only or status in (204, 304)
-        if status == 101 or (not no_body and (te or len(cls) != 1)) \
-                or (len(cls) == 1 and not next(iter(cls)).isdigit()):
+        if status == 101 or (not no_body and (rh.chunked or rh.length is None)) \
+                or (rh.length is None and len(rh.lengths) == 1):
             self.to_streams()
             return
-        n = 0 if no_body else int(next(iter(cls)))
+        n = 0 if no_body else rh.length or 0
         limit = lim.max_response_bytes
         if n > limit:
             raise _Reply(502, f"upstream response of {n} bytes exceeds "
                          f"egress.limits.max_response_bytes ({limit})",
                          ["egress.response_too_large"], close=False)
-        self.keep = "close" not in conn
-        head = ("\r\n".join(out) + "\r\n\r\n").encode("latin-1", "replace")
+        self.keep = not rh.close
+        head = rh.out
         start = end + 4
         avail = len(self.buf) - start
         if avail > n:
@@ -1709,6 +1722,43 @@ class _UpConn(asyncio.Protocol):
             return keep and not close_after
 
         c.to_streams(resume)
+
+
+_HEAD_CACHE_BYTES = 4096
+_HEAD_CACHE_ENTRIES = 512
+
+
+@dataclass(frozen=True, slots=True)
+class _RespHead:
+    """What the event-driven path needs of a response head, and the head to send on."""
+
+    status: int
+    chunked: bool  # any Transfer-Encoding: the stream-based path relays it
+    lengths: tuple[str, ...]  # distinct Content-Length values
+    length: int | None  # the one valid Content-Length, else None
+    close: bool  # upstream said Connection: close
+    out: bytes  # status line and end-to-end headers (hop-by-hop ones dropped)
+
+    @classmethod
+    def parse(cls, raw: bytes) -> _RespHead:
+        status, status_line, headers = _parse_response_head(raw)
+        te = False
+        cls_: set[str] = set()
+        conn = ""
+        out = [status_line]
+        for k, v, lk in headers:
+            if lk == "content-length":
+                cls_.add(v)
+            elif lk == "transfer-encoding":
+                te = True
+            elif lk == "connection":
+                conn += v.lower()
+            if lk not in _RESP_HOP:
+                out.append(f"{k}: {v}")
+        one = next(iter(cls_)) if len(cls_) == 1 else None
+        length = int(one) if one is not None and one.isdigit() else None
+        return cls(status, te, tuple(sorted(cls_)), length, "close" in conn,
+                   ("\r\n".join(out) + "\r\n\r\n").encode("latin-1", "replace"))
 
 
 def _parse_response_head(raw: bytes) -> tuple[int, str, list[tuple[str, str, str]]]:

@@ -131,24 +131,36 @@ def wrap(
 
     from ..errors import ShieldwallError
     from .proxy import GatedProxy, Identity
+    from .relay import StdioRelay
+    from .relay import serve as serve_relay
 
     if not role:
         _fail("--role is required")
     pol = _policy(policy)
     spec = _spec(command, url, pol)
     wall, pins = build(policy, pol, lock)
+    ident = Identity(agent, role, task)
+    options = {"max_result_bytes": pol.mcp.max_result_bytes, "restarts": pol.mcp.restarts,
+               "call_timeout": pol.mcp.call_timeout}
+    # a command upstream: the lean relay; an HTTP upstream: the SDK's client behind it
+    gw: StdioRelay | GatedProxy
     try:
-        proxy = GatedProxy(wall, spec, pins, identity=Identity(agent, role, task),
-                           max_result_bytes=pol.mcp.max_result_bytes,
-                           restarts=pol.mcp.restarts, call_timeout=pol.mcp.call_timeout)
+        if spec.command:
+            gw = StdioRelay(wall, spec, pins, ident, **options)
+        else:
+            gw = GatedProxy(wall, spec, pins, identity=ident, **options)
     except ShieldwallError as e:
         _fail(str(e))
     try:
-        _run(proxy.serve_stdio)
+        if isinstance(gw, StdioRelay):
+            signal.signal(signal.SIGTERM, signal.default_int_handler)
+            serve_relay(gw)
+        else:
+            _run(gw.serve_stdio)
     except ShieldwallError as e:
         _fail(str(e), 1)
     finally:
-        proxy.close()
+        gw.close()
         wall.close()
 
 

@@ -69,6 +69,12 @@ class ToolManifest:
         schema = getattr(tool, "input_schema", None) or {}
         return cls(str(tool.name), str(getattr(tool, "description", None) or ""), dict(schema))
 
+    @classmethod
+    def from_wire(cls, tool: Mapping[str, Any]) -> ToolManifest:
+        """From a tool as it appears in a tools/list result on the wire."""
+        return cls(str(tool.get("name", "")), str(tool.get("description") or ""),
+                   dict(tool.get("inputSchema") or {}))
+
 
 @dataclass(slots=True)
 class ServerPin:

@@ -1,22 +1,27 @@
-"""The MCP gateway: a real MCP server facing the client, a real MCP client facing the
-upstream server, and the gate in between.
+"""The MCP gateway's gate logic, and the SDK-based gateway (HTTP, or an HTTP upstream).
 
-Every ``tools/call`` goes through ``Session.call`` (roles, tasks, argument schema and
-constraints, approvals, flows, budgets, audit); the forwarder that ``Session.call`` runs
-is the upstream call itself, so a refused call never reaches the server and stripped
-arguments are never sent. Results come back through the ``ToolResult`` decision, so the
-result layers of the other rooms (secret redaction, injection scan, spotlighting) apply
-before the client sees them. ``resources/read`` and ``prompts/get`` results pass the same
-result layers. Tools whose manifest drifted from ``shieldwall.lock`` are withheld from
-``tools/list`` and refused by :class:`~shieldwall.mcp.pin.PinLayer`.
+The gate on one ``tools/call`` (:func:`gated_tool_call`), on resource and prompt results
+(:func:`gated_passthrough`) and the upstream's tool table (:class:`ToolTable`: registry,
+argument schemas, pin verdicts) work on wire dicts and are shared by both gateways: the
+lean stdio relay (:mod:`shieldwall.mcp.relay`, ``shieldwall mcp wrap -- CMD``) and
+:class:`GatedProxy`, a real MCP server (the ``mcp`` SDK) facing the clients with an SDK
+client facing the upstream (``shieldwall mcp serve`` and ``wrap --url``).
 
-Not relayed: server-to-client requests (sampling, elicitation, roots) — the upstream gets
-an error for those; they would let a server prompt the client's model behind the gate.
+Every ``tools/call`` goes through the gate (roles, tasks, argument schema and constraints,
+approvals, flows, budgets, audit) before the upstream call is made, so a refused call never
+reaches the server and stripped arguments are never sent. Results come back through the
+``ToolResult`` decision, so the result layers of the other rooms (secret redaction,
+injection scan, spotlighting) apply before the client sees them. Tools whose manifest
+drifted from ``shieldwall.lock`` are withheld from ``tools/list`` and refused by
+:class:`~shieldwall.mcp.pin.PinLayer`.
+
+GatedProxy keeps one upstream connection per client session (HTTP), so what the upstream
+says on its own (log messages, list_changed, sampling/elicitation/roots requests) reaches
+only the session it belongs to.
 """
 
 from __future__ import annotations
 
-import contextvars
 import json
 import sys
 import time
@@ -42,11 +47,6 @@ if TYPE_CHECKING:
     from ..wall import Shieldwall
 
 T = TypeVar("T")
-
-# The tools/call request's _meta (progress token, approval id), carried into the worker
-# thread that runs Session.call (anyio copies the context into it).
-_CALL: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
-    "shieldwall_mcp_call", default=None)
 
 APPROVAL_META_KEY = "shieldwall/approval"
 MAX_HTTP_SESSIONS = 4096  # gate sessions kept for HTTP clients (one per agent and MCP session)
@@ -253,14 +253,14 @@ def cap_result(dumped: dict[str, Any], cap: int) -> dict[str, Any]:
     return dumped
 
 
-def _error_result(text: str, rules: list[str] | None = None, verdict: str = "error") -> Any:
-    from mcp import types as mt
-
-    meta: dict[str, Any] = {"shieldwall": {"verdict": verdict}}
+def error_result(text: str, rules: list[str] | None = None, verdict: str = "error"
+                 ) -> dict[str, Any]:
+    """A CallToolResult (wire dict) that tells the client what went wrong."""
+    shield: dict[str, Any] = {"verdict": verdict}
     if rules:
-        meta["shieldwall"]["rules"] = rules
-    return mt.CallToolResult(content=[mt.TextContent(type="text", text=text)], is_error=True,
-                             _meta=meta)
+        shield["rules"] = rules
+    return {"content": [{"type": "text", "text": text}], "isError": True,
+            "_meta": {"shieldwall": shield}}
 
 
 def _text_slots(value: Any, out: list[dict[str, Any]], depth: int = 0) -> list[dict[str, Any]]:
@@ -327,23 +327,19 @@ def _meta_dict(meta: Any) -> dict[str, Any] | None:
     return dumped
 
 
-def _denied_result(decision: Decision) -> Any:
+def denied_result(decision: Decision) -> dict[str, Any]:
     rules = sorted({f.rule for f in decision.deciding()})
-    return _error_result(f"Shieldwall refused this call: {Denied(decision).for_model()}", rules,
-                         decision.verdict.label)
+    return error_result(f"Shieldwall refused this call: {Denied(decision).for_model()}", rules,
+                        decision.verdict.label)
 
 
-def _to_call_result(view: GatedView | None, out: Any) -> Any:
-    from mcp import types as mt
-
+def rebuilt_result(view: GatedView | None, out: Any) -> dict[str, Any]:
+    """The wire result with the result layers' changes; plain text when its shape was lost."""
     data = view.apply(out) if view is not None else None
     if data is not None:
-        try:
-            return mt.CallToolResult.model_validate(data)
-        except ValueError:  # pydantic's ValidationError: fall back to plain text below
-            data = None
+        return data
     text = out if isinstance(out, str) else json.dumps(out, ensure_ascii=False, default=str)
-    return mt.CallToolResult(content=[mt.TextContent(type="text", text=text)])
+    return {"content": [{"type": "text", "text": text}]}
 
 
 def _strict_schema(schema: dict[str, Any]) -> dict[str, Any]:
@@ -353,6 +349,139 @@ def _strict_schema(schema: dict[str, Any]) -> dict[str, Any]:
     if s.get("type", "object") == "object" and "properties" not in s:
         s["properties"] = {}
     return s
+
+
+# --------------------------------------------------------------------------- the gate
+
+
+class ResultRefused(ShieldwallError):
+    """A resource or prompt result the result layers refused (or could not rebuild)."""
+
+
+class UpstreamError(ShieldwallError):
+    """The upstream answered a request with a JSON-RPC error."""
+
+
+# forward(tool, arguments, request _meta) -> the upstream's result, capped, as a GatedView
+Forward = Callable[[str, dict[str, Any], "dict[str, Any] | None"], Awaitable[GatedView]]
+
+
+async def gated_tool_call(wall: Shieldwall, session: Session, name: str, args: dict[str, Any],
+                          meta: dict[str, Any] | None, forward: Forward) -> dict[str, Any]:
+    """The gate on one tools/call: the steps of ``Session.call``, run on the event loop (a
+    worker thread only when a person must approve, since that blocks). ``forward`` is the
+    upstream call: it runs only for an allowed call, with the gate's (stripped) arguments
+    and the secrets resolved. Returns the CallToolResult for the client (wire dict)."""
+    approval = (meta or {}).get(APPROVAL_META_KEY)
+    state = session.state
+    try:
+        decision = session.decide(ToolCall(name, args),
+                                  approval_id=approval if isinstance(approval, str) else None)
+        if decision.verdict == Verdict.ASK:
+            decision = await anyio.to_thread.run_sync(session.ask, decision)
+        if not decision.allowed:
+            return denied_result(decision)
+        call = decision.action
+        assert isinstance(call, ToolCall)
+        if call.tool not in wall.tools:
+            return error_result(f"{call.tool}: the MCP server does not offer this tool")
+        t0 = time.perf_counter()
+        try:
+            real_args = wall.resolve_secrets(call.args, call.tool, state)
+            view = await forward(call.tool, real_args, meta)
+        except Exception as e:
+            msg = wall.redact_text(f"{type(e).__name__}: {e}")
+            wall.gate.record_outcome(state, call, error=msg,
+                                     duration_ms=(time.perf_counter() - t0) * 1000)
+            if isinstance(e, UpstreamDown):
+                msg = f"the MCP server is down or was restarted ({msg})"
+            return error_result(f"{call.tool} failed: {msg}")
+        duration = (time.perf_counter() - t0) * 1000
+        rdecision = session.decide(ToolResult(call.tool, call.args, view.value()))
+        out = rdecision.action.result if isinstance(rdecision.action, ToolResult) else None
+        wall.gate.record_outcome(state, call, result=out, duration_ms=duration,
+                                 verdict=rdecision.verdict)
+        if rdecision.verdict >= Verdict.ASK:
+            return denied_result(rdecision)
+        return rebuilt_result(view, out)
+    except ShieldwallError as e:
+        return error_result(f"{name} failed: {e}")
+
+
+def gated_passthrough(session: Session, label: str, args: dict[str, Any],
+                      dumped: dict[str, Any]) -> dict[str, Any]:
+    """A resource/prompt result (wire dict) through the result layers (redact, scan,
+    label); ``dumped`` itself when nothing changed. Raises :class:`ResultRefused`."""
+    view = GatedView(dumped)
+    value = view.value()
+    d = session.decide(ToolResult(label, args, value))
+    if d.verdict >= Verdict.ASK:
+        rules = ", ".join(sorted({f.rule for f in d.deciding()}))
+        raise ResultRefused(f"Shieldwall refused this {label} result ({rules})")
+    out = d.action.result if isinstance(d.action, ToolResult) else value
+    if out is value:
+        return dumped
+    data = view.apply(out)
+    if data is None:
+        raise ResultRefused(f"Shieldwall could not rebuild the {label} result after its checks")
+    return data
+
+
+class ToolTable:
+    """The upstream's tools as the gate knows them: each listing (wire dicts) updates the
+    tool registry (with the declared input schema, so undeclared arguments are stripped)
+    and the pin verdicts."""
+
+    def __init__(self, wall: Shieldwall, pins: PinState, log: Callable[[str], None]) -> None:
+        self.wall = wall
+        self.pins = pins
+        self.log = log
+        self._known: set[str] = set()
+
+    def absorb(self, server: str, version: str, tools: list[dict[str, Any]]) -> None:
+        names = set()
+        for t in tools:
+            name = str(t.get("name", ""))
+            names.add(name)
+            try:
+                validator = JsonSchemaValidator(_strict_schema(dict(t.get("inputSchema") or {})))
+            except Exception as e:
+                self.log(f"tool {name!r} has an invalid input schema ({e}); not callable")
+                self.wall.tools.pop(name, None)
+                continue
+            self.wall.register_tool(ToolSpec(name, fn=None, validator=validator,
+                                             description=str(t.get("description") or ""),
+                                             meta={"mcp_server": server}))
+        for gone in self._known - names:
+            self.wall.tools.pop(gone, None)
+        self._known = names
+        newly = self.pins.update(server, version, [ToolManifest.from_wire(t) for t in tools])
+        for f in newly.values():
+            self.log(f"[{f.rule}] {f.message}")
+
+    def visible(self, session: Session, tools: list[T]) -> list[T]:
+        """The tools this session may see: granted to its role and task, not drifted."""
+        granted = session.state.effective.tools
+        return [t for t in tools if _name(t) in granted and self.pins.visible(_name(t))]
+
+
+def _name(tool: Any) -> str:
+    return str(tool.get("name", "") if isinstance(tool, dict) else tool.name)
+
+
+def _wire(model: Any) -> dict[str, Any]:
+    dumped: dict[str, Any] = model.model_dump(by_alias=True, mode="json", exclude_none=True)
+    dumped.pop("resultType", None)
+    return dumped
+
+
+def _as_model(result_type: Any, data: dict[str, Any]) -> Any:
+    """A wire result as the SDK model; a CallToolResult that does not validate becomes its
+    text."""
+    try:
+        return result_type.model_validate(data)
+    except ValueError:  # pydantic's ValidationError
+        return result_type.model_validate(rebuilt_result(None, data))
 
 
 # --------------------------------------------------------------------------- proxy
@@ -383,7 +512,7 @@ class GatedProxy:
                                  errlog=self.errlog, on_tools=self._absorb_tools)
         self._sessions: dict[str, Session] = {}
         self._conns: dict[int, Any] = {}
-        self._known: set[str] = set()
+        self.table = ToolTable(wall, pins, self._log)
         self._progress: dict[str, tuple[Any, Any, Any]] = {}
         self._progress_seq = 0
         self.server: Server[Any] | None = None
@@ -397,28 +526,9 @@ class GatedProxy:
 
     def _absorb_tools(self, tools: list[Any]) -> None:
         """A fresh upstream listing: update the registry and the pin verdicts."""
-        names = set()
-        for t in tools:
-            names.add(t.name)
-            try:
-                validator = JsonSchemaValidator(_strict_schema(dict(t.input_schema or {})))
-            except Exception as e:
-                self._log(f"tool {t.name!r} has an invalid input schema ({e}); not callable")
-                self.wall.tools.pop(t.name, None)
-                continue
-            self.wall.register_tool(ToolSpec(t.name, fn=self._forwarder(t.name),
-                                             validator=validator,
-                                             description=t.description or "",
-                                             meta={"mcp_server": self.server_name}))
-        for gone in self._known - names:
-            self.wall.tools.pop(gone, None)
-        self._known = names
         init = self.upstream.init
         version = str(getattr(getattr(init, "server_info", None), "version", "") or "")
-        newly = self.pins.update(self.server_name, version,
-                                 [ToolManifest.from_mcp(t) for t in tools])
-        for f in newly.values():
-            self._log(f"[{f.rule}] {f.message}")
+        self.table.absorb(self.server_name, version, [_wire(t) for t in tools])
 
     @property
     def server_name(self) -> str:
@@ -426,20 +536,8 @@ class GatedProxy:
         info = getattr(init, "server_info", None)
         return str(getattr(info, "name", "") or self.upstream.spec.describe())
 
-    def _forwarder(self, name: str) -> Callable[..., Any]:
-        def forward(**args: Any) -> Any:
-            holder = _CALL.get()
-            meta = holder.get("meta") if holder is not None else None
-            view: GatedView = anyio.from_thread.run(self._forward_call, name, args, meta)
-            if holder is not None:
-                holder["view"] = view
-            return view.value()
-
-        forward.__name__ = f"mcp_{name}"
-        return forward
-
     async def _forward_call(self, name: str, args: dict[str, Any],
-                            meta: dict[str, Any] | None, ctx: Any = None) -> Any:
+                            meta: dict[str, Any] | None, ctx: Any = None) -> GatedView:
         fwd_meta = None
         token = (meta or {}).get("progress_token", (meta or {}).get("progressToken"))
         ours = None
@@ -455,9 +553,7 @@ class GatedProxy:
         finally:
             if ours is not None:
                 self._progress.pop(ours, None)
-        dumped: dict[str, Any] = res.model_dump(by_alias=True, mode="json", exclude_none=True)
-        dumped.pop("resultType", None)
-        return GatedView(cap_result(dumped, self.max_result_bytes))
+        return GatedView(cap_result(_wire(res), self.max_result_bytes))
 
     # ----------------------------------------------------------------- sessions
 
@@ -497,71 +593,28 @@ class GatedProxy:
             tools = await self.upstream.refresh_tools()
         except UpstreamDown as e:
             raise _mcp_error(str(e)) from None
-        granted = session.state.effective.tools
-        visible = [t for t in tools if t.name in granted and self.pins.visible(t.name)]
-        return mt.ListToolsResult(tools=visible)
+        return mt.ListToolsResult(tools=self.table.visible(session, tools))
 
     async def _call_tool(self, ctx: Any, params: Any) -> Any:
-        """The gate on one tools/call: the same steps as ``Session.call``, run on the event
-        loop (a worker thread only when a person must approve, since that blocks)."""
-        session = self.gate_session(ctx)
-        name = params.name
-        args = dict(params.arguments or {})
-        meta = _meta_dict(params.meta)
-        approval = (meta or {}).get(APPROVAL_META_KEY)
-        wall, state = self.wall, session.state
-        try:
-            decision = session.decide(ToolCall(name, args),
-                                      approval_id=approval if isinstance(approval, str) else None)
-            if decision.verdict == Verdict.ASK:
-                decision = await anyio.to_thread.run_sync(session.ask, decision)
-            if not decision.allowed:
-                return _denied_result(decision)
-            call = decision.action
-            assert isinstance(call, ToolCall)
-            if call.tool not in wall.tools:
-                return _error_result(f"{call.tool}: the MCP server does not offer this tool")
-            t0 = time.perf_counter()
-            try:
-                real_args = wall.resolve_secrets(call.args, call.tool, state)
-                view = await self._forward_call(call.tool, real_args, meta, ctx)
-            except Exception as e:
-                msg = wall.redact_text(f"{type(e).__name__}: {e}")
-                wall.gate.record_outcome(state, call, error=msg,
-                                         duration_ms=(time.perf_counter() - t0) * 1000)
-                if isinstance(e, UpstreamDown):
-                    msg = f"the MCP server is down or was restarted ({msg})"
-                return _error_result(f"{call.tool} failed: {msg}")
-            duration = (time.perf_counter() - t0) * 1000
-            rdecision = session.decide(ToolResult(call.tool, call.args, view.value()))
-            out = rdecision.action.result if isinstance(rdecision.action, ToolResult) else None
-            wall.gate.record_outcome(state, call, result=out, duration_ms=duration,
-                                     verdict=rdecision.verdict)
-            if rdecision.verdict >= Verdict.ASK:
-                return _denied_result(rdecision)
-            return _to_call_result(view, out)
-        except ShieldwallError as e:
-            return _error_result(f"{name} failed: {e}")
+        from mcp import types as mt
+
+        async def forward(name: str, args: dict[str, Any], meta: dict[str, Any] | None
+                          ) -> GatedView:
+            return await self._forward_call(name, args, meta, ctx)
+
+        res = await gated_tool_call(self.wall, self.gate_session(ctx), params.name,
+                                    dict(params.arguments or {}), _meta_dict(params.meta), forward)
+        return _as_model(mt.CallToolResult, res)
 
     async def _passthrough(self, ctx: Any, label: str, args: dict[str, Any], result: Any,
                            result_type: Any) -> Any:
         """Run a resource/prompt result through the result layers (redact, scan, label)."""
-        session = self.gate_session(ctx)
-        dumped = result.model_dump(by_alias=True, mode="json", exclude_none=True)
-        dumped.pop("resultType", None)
-        view = GatedView(dumped)
-        value = view.value()
-        d = session.decide(ToolResult(label, args, value))
-        if d.verdict >= Verdict.ASK:
-            rules = ", ".join(sorted({f.rule for f in d.deciding()}))
-            raise _mcp_error(f"Shieldwall refused this {label} result ({rules})")
-        out = d.action.result if isinstance(d.action, ToolResult) else value
-        if out is value:
-            return result
-        data = view.apply(out)
-        if data is None:
-            raise _mcp_error(f"Shieldwall could not rebuild the {label} result after its checks")
-        return result_type.model_validate(data)
+        dumped = _wire(result)
+        try:
+            out = gated_passthrough(self.gate_session(ctx), label, args, dumped)
+        except ResultRefused as e:
+            raise _mcp_error(str(e)) from None
+        return result if out is dumped else result_type.model_validate(out)
 
     async def _forward(self, op: Callable[[Any], Awaitable[T]]) -> T:
         try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack, ExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -39,6 +39,28 @@ class UpstreamSpec:
         return list(self.command)
 
 
+def stdio_launch(spec: UpstreamSpec, stack: ExitStack | AsyncExitStack
+                 ) -> tuple[list[str], dict[str, str] | None, str | None]:
+    """(argv, extra environment, cwd) that start a command upstream; a sandboxed one runs
+    inside :func:`shieldwall.sandbox.wrap_command` until ``stack`` closes. Refuses to start
+    a server unsandboxed when the sandbox was asked for and cannot be had."""
+    if not spec.sandbox:
+        return spec.argv(), spec.env, spec.cwd
+    try:
+        from ..sandbox import SandboxError, wrap_command
+    except ImportError:  # pragma: no cover - the sandbox room ships with us
+        raise ShieldwallError("mcp.sandbox is true but the sandbox backend is missing; "
+                              "refusing to start the server unsandboxed") from None
+    try:
+        argv = stack.enter_context(wrap_command(spec.command, env=spec.env, cwd=spec.cwd,
+                                                **spec.sandbox_options))
+    except SandboxError as e:
+        raise ShieldwallError(f"mcp.sandbox: {e}; refusing to start the server "
+                              "unsandboxed") from e
+    # the sandbox clears the environment and works in /workspace
+    return list(argv), None, None
+
+
 @asynccontextmanager
 async def open_session(
     spec: UpstreamSpec,
@@ -64,25 +86,8 @@ async def open_session(
             read, write = await stack.enter_async_context(
                 streamable_http_client(spec.url, http_client=client))
         else:
-            if spec.sandbox:
-                try:
-                    from ..sandbox import SandboxError, wrap_command
-                except ImportError:  # pragma: no cover - the sandbox room ships with us
-                    raise ShieldwallError("mcp.sandbox is true but the sandbox backend is "
-                                          "missing; refusing to start the server "
-                                          "unsandboxed") from None
-                try:
-                    argv = stack.enter_context(wrap_command(
-                        spec.command, env=spec.env, cwd=spec.cwd, **spec.sandbox_options))
-                except SandboxError as e:
-                    raise ShieldwallError(f"mcp.sandbox: {e}; refusing to start the server "
-                                          "unsandboxed") from e
-                # the sandbox clears the environment and works in /workspace
-                params = StdioServerParameters(command=argv[0], args=argv[1:])
-            else:
-                argv = spec.argv()
-                params = StdioServerParameters(command=argv[0], args=argv[1:], env=spec.env,
-                                               cwd=spec.cwd)
+            argv, env, cwd = stdio_launch(spec, stack)
+            params = StdioServerParameters(command=argv[0], args=argv[1:], env=env, cwd=cwd)
             read, write = await stack.enter_async_context(
                 stdio_client(params, errlog=errlog or sys.stderr))
         session = await stack.enter_async_context(ClientSession(

@@ -52,12 +52,15 @@ def write_policy(tmp: Path, body: str, name: str = "shieldwall.yaml") -> Path:
 
 @asynccontextmanager
 async def stdio_session(argv: list[str], *, errlog: Any = None, message_handler: Any = None,
-                        env: dict[str, str] | None = None) -> AsyncIterator[ClientSession]:
+                        env: dict[str, str] | None = None, **callbacks: Any
+                        ) -> AsyncIterator[ClientSession]:
+    """The SDK's ClientSession on a process; ``callbacks``: sampling_callback,
+    list_roots_callback, elicitation_callback, logging_callback."""
     params = StdioServerParameters(command=argv[0], args=argv[1:],
                                    env={"PYTHONPATH": os.pathsep.join(sys.path), **(env or {})})
     kw = {"errlog": errlog} if errlog is not None else {}
     async with stdio_client(params, **kw) as (r, w), ClientSession(
-            r, w, message_handler=message_handler) as s:
+            r, w, message_handler=message_handler, **callbacks) as s:
         await s.initialize()
         yield s
 
@@ -93,3 +96,14 @@ def stop(proc: subprocess.Popen[Any]) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
+
+
+def audit_entries(db: Path) -> list[dict[str, Any]]:
+    """The entries of a SQLite audit log ."""
+    import sqlite3
+
+    with sqlite3.connect(db) as conn:
+        leaves = [row[0] for row in conn.execute("SELECT leaf FROM entries ORDER BY seq")]
+    from shieldwall.audit.canonical import parse_leaf
+
+    return [parse_leaf(bytes(leaf))[0] for leaf in leaves]

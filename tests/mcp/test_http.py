@@ -302,3 +302,59 @@ def test_rug_pull_and_crash_over_http(tmp_path: Path, rec: Path) -> None:
         stop(leak)
     assert [c["tool"] for c in calls(rug_rec)] == ["get_weather"]
     assert [c["tool"] for c in calls(leak_rec)] == ["crash", "echo"]
+
+
+def test_what_the_upstream_says_on_its_own_reaches_only_its_session(tmp_path: Path, rec: Path) -> None:
+    """Each HTTP client session has its own upstream connection: a log message or a
+    sampling request the server sends while serving one session never reaches another."""
+    import mcp.types as mt
+
+    policy = POLICY.replace("tools: [echo, add]", "tools: [shout, summarize, roots]")
+    port = free_port()
+    proc = _serve(tmp_path, ["--", *server_cmd("asker", rec)], port, policy=policy)
+    url = f"http://127.0.0.1:{port}/mcp"
+    logs: dict[str, list[str]] = {"a": [], "b": []}
+    sampled: dict[str, list[str]] = {"a": [], "b": []}
+
+    def client(who: str) -> dict[str, Any]:
+        async def logging(params: mt.LoggingMessageNotificationParams) -> None:
+            logs[who].append(str(params.data))
+
+        async def sampling(context: Any, params: mt.CreateMessageRequestParams) -> mt.CreateMessageResult:
+            sampled[who].append(params.messages[0].content.text)
+            return mt.CreateMessageResult(role="assistant", model="m",
+                                          content=mt.TextContent(type="text", text=f"summary for {who}"))
+
+        async def roots(context: Any) -> mt.ListRootsResult:
+            return mt.ListRootsResult(roots=[mt.Root(uri=f"file:///home/{who}")])
+
+        return {"logging_callback": logging, "sampling_callback": sampling, "list_roots_callback": roots}
+
+    async def until(cond: Any) -> None:
+        with anyio.fail_after(15):
+            while not cond():
+                await anyio.sleep(0.02)
+
+    async def main() -> None:
+        hdr = {"Authorization": f"Bearer {READER_TOKEN}"}
+        with anyio.fail_after(60):
+            async with httpx2.AsyncClient(headers=hdr) as ha, streamable_http_client(
+                    url, http_client=ha) as (ra, wa), ClientSession(ra, wa, **client("a")) as a, \
+                    httpx2.AsyncClient(headers=hdr) as hb, streamable_http_client(
+                    url, http_client=hb) as (rb, wb), ClientSession(rb, wb, **client("b")) as b:
+                await a.initialize()
+                await b.initialize()
+                assert text_of(await a.call_tool("shout", {"text": "for a only"})) == "shouted"
+                await until(lambda: logs["a"])
+                assert text_of(await b.call_tool("shout", {"text": "for b only"})) == "shouted"
+                await until(lambda: logs["b"])
+                res = await a.call_tool("summarize", {"text": "a's notes"})
+                assert text_of(res) == "model said: summary for a"
+                assert text_of(await b.call_tool("roots", {})) == "file:///home/b"
+
+    try:
+        anyio.run(main)
+    finally:
+        stop(proc)
+    assert logs == {"a": ["for a only"], "b": ["for b only"]}
+    assert sampled == {"a": ["Summarize this document:\na's notes"], "b": []}

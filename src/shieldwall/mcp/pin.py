@@ -184,7 +184,8 @@ class PinState:
         self._mu = threading.Lock()
 
     def update(self, server: str, version: str, tools: list[ToolManifest]) -> dict[str, Finding]:
-        """Compare a fresh listing with the lock; returns the newly blocked tools."""
+        """Compare a fresh listing with the lock; returns the newly blocked tools. Blocked
+        tools stay blocked for the life of this state (re-pin, then restart the gateway)."""
         if self.mode == "off":
             return {}
         with self._mu:
@@ -196,7 +197,10 @@ class PinState:
             found = compare(server, pinned, tools)
             new = {k: v for k, v in found.items() if k not in self.blocked
                    or self.blocked[k].message != v.message}
-            self.blocked = found
+            # a block holds until the tool is re-pinned: a server that flips back, or
+            # another connection's listing (HTTP sessions each have their own), does not
+            # lift it
+            self.blocked.update(found)
             return new
 
     def finding(self, tool: str) -> Finding | None:

@@ -26,15 +26,15 @@ import json
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TextIO, TypeVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, TextIO, TypeVar
 
 import anyio
 import anyio.abc
 import anyio.from_thread
 import anyio.to_thread
 
-from ..actions import Decision, ToolCall, ToolResult, Verdict
+from ..actions import Action, Decision, ToolCall, ToolResult, Verdict
 from ..errors import Denied, ShieldwallError
 from ..tools import JsonSchemaValidator, ToolSpec
 from .pin import PinState, ToolManifest
@@ -50,10 +50,12 @@ T = TypeVar("T")
 
 APPROVAL_META_KEY = "shieldwall/approval"
 MAX_HTTP_SESSIONS = 4096  # gate sessions kept for HTTP clients (one per agent and MCP session)
+MAX_SESSION_UPSTREAMS = 64  # upstream connections kept for HTTP client sessions (oldest closed)
 # Names under which resource and prompt results pass the result layers (usable in the
 # policy's tools: section, e.g. to mark them `result: {trusted: false}`).
 RESOURCE_LABEL = "mcp.resources_read"
 PROMPT_LABEL = "mcp.prompts_get"
+SERVER_REQUEST_REFUSED = -32001  # a server request the gate refused (implementation range)
 TRUNCATED_NOTE = "[shieldwall: result truncated: {n} bytes over the {cap}-byte cap]"
 
 
@@ -81,8 +83,10 @@ class Upstream:
 
     def __init__(self, spec: UpstreamSpec, *, restarts: int = 3, call_timeout: float = 60.0,
                  connect_timeout: float = 30.0, errlog: TextIO | None = None,
-                 on_tools: Callable[[list[Any]], None] | None = None) -> None:
+                 on_tools: Callable[[list[Any]], None] | None = None,
+                 callbacks: dict[str, Any] | None = None) -> None:
         self.spec = spec
+        self.callbacks = callbacks or {}  # ClientSession callbacks: sampling, roots, ...
         self.restarts = restarts
         self.call_timeout = call_timeout
         self.connect_timeout = connect_timeout
@@ -118,7 +122,7 @@ class Upstream:
             self._stop = anyio.Event()
             try:
                 async with open_session(self.spec, message_handler=self._on_message,
-                                        errlog=self.errlog) as (cs, init):
+                                        errlog=self.errlog, **self.callbacks) as (cs, init):
                     self.init = init
                     await self._list(cs)
                     self.session = cs
@@ -427,6 +431,69 @@ def gated_passthrough(session: Session, label: str, args: dict[str, Any],
     return data
 
 
+@dataclass(slots=True)
+class ServerRequest(Action):
+    """A request the MCP server sent to the client (sampling, elicitation, roots): audited
+    as its own kind, so `shieldwall audit` shows which server asked the client for what."""
+
+    kind: ClassVar[str] = "mcp_server_request"
+    method: str
+    server: str = ""
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    def target(self) -> str:
+        return self.method
+
+    def payload(self) -> dict[str, Any]:
+        return {"server": self.server, **self.summary}
+
+
+def _texts(value: Any, out: list[str], depth: int = 0) -> list[str]:
+    """Every string under a ``text`` key (message contents), in order."""
+    if depth > 16:
+        return out
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if k == "text" and isinstance(v, str):
+                out.append(v)
+            elif k != "_meta":
+                _texts(v, out, depth + 1)
+    elif isinstance(value, list):
+        for v in value:
+            _texts(v, out, depth + 1)
+    return out
+
+
+def check_server_request(wall: Shieldwall, session: Session, server: str, method: str,
+                         params: dict[str, Any]) -> str | None:
+    """Audit a request of the server to the client; the reason when the gate refuses
+    it. Sampling text is what the client's model will read on the server's behalf, an
+    elicitation message what its user will: both are untrusted input."""
+    state = session.state
+    text = ""
+    summary: dict[str, Any] = {}
+    if method == "sampling/createMessage":
+        parts = _texts(params.get("messages"), [])
+        system = params.get("systemPrompt")
+        if isinstance(system, str):
+            parts.insert(0, system)
+        text = "\n".join(parts)
+        summary = {"messages": len(params.get("messages") or []), "chars": len(text),
+                   "max_tokens": params.get("maxTokens")}
+    elif method == "elicitation/create":
+        text = str(params.get("message") or "")
+        summary = {"chars": len(text), "mode": params.get("mode", "form")}
+    wall.gate.record(Decision(Verdict.ALLOW, ServerRequest(method, server, summary)), state,
+                     event="mcp.server_request")
+    if not text:
+        return None
+    d = session.check_input(text, source=f"mcp:{server}:{method}", trusted=False)
+    if d.verdict >= Verdict.ASK:
+        rules = ", ".join(sorted({f.rule for f in d.deciding()}))
+        return f"Shieldwall refused this {method} request ({rules})"
+    return None
+
+
 class ToolTable:
     """The upstream's tools as the gate knows them: each listing (wire dicts) updates the
     tool registry (with the declared input schema, so undeclared arguments are stripped)
@@ -487,6 +554,16 @@ def _as_model(result_type: Any, data: dict[str, Any]) -> Any:
 # --------------------------------------------------------------------------- proxy
 
 
+@dataclass(slots=True, eq=False)
+class _SessionUpstream:
+    """One HTTP client session's own upstream connection."""
+
+    upstream: Upstream
+    conn: Any
+    ready: anyio.Event = field(default_factory=anyio.Event)
+    error: str | None = None
+
+
 class GatedProxy:
     """Serves one upstream MCP server to MCP clients through the gate.
 
@@ -512,6 +589,9 @@ class GatedProxy:
                                  errlog=self.errlog, on_tools=self._absorb_tools)
         self._sessions: dict[str, Session] = {}
         self._conns: dict[int, Any] = {}
+        self._clients: dict[str, _SessionUpstream] = {}
+        self._tg: anyio.abc.TaskGroup | None = None
+        self.restarts = restarts
         self.table = ToolTable(wall, pins, self._log)
         self._progress: dict[str, tuple[Any, Any, Any]] = {}
         self._progress_seq = 0
@@ -548,7 +628,8 @@ class GatedProxy:
             self._progress[ours] = (ctx.session, ctx.request_id, token)
             fwd_meta = {"progress_token": ours}
         try:
-            res = await self.upstream.call(lambda cs: cs.call_tool(
+            up = await self._upstream_for(ctx)
+            res = await up.call(lambda cs: cs.call_tool(
                 name, args, read_timeout_seconds=self.call_timeout, meta=fwd_meta))
         finally:
             if ours is not None:
@@ -557,9 +638,8 @@ class GatedProxy:
 
     # ----------------------------------------------------------------- sessions
 
-    def gate_session(self, ctx: Any) -> Session:
-        if self.identity is not None:
-            return self._sessions[""]
+    def _session_key(self, ctx: Any) -> tuple[Identity, str, str]:
+        """(identity, MCP session id or "", key) of the HTTP request behind ``ctx``."""
         assert self.identity_of is not None
         ident = self.identity_of(ctx)
         sid = ""
@@ -567,7 +647,12 @@ class GatedProxy:
         headers = getattr(req, "headers", None)
         if headers is not None:
             sid = headers.get("mcp-session-id", "") or ""
-        key = f"{ident.key}\x00{sid}"
+        return ident, sid, f"{ident.key}\x00{sid}"
+
+    def gate_session(self, ctx: Any) -> Session:
+        if self.identity is not None:
+            return self._sessions[""]
+        ident, _, key = self._session_key(ctx)
         s = self._sessions.get(key)
         if s is None:
             s = self.wall.session(ident.agent, ident.role, ident.task)
@@ -575,6 +660,107 @@ class GatedProxy:
             while len(self._sessions) > MAX_HTTP_SESSIONS:  # oldest first (dicts keep order)
                 self._sessions.pop(next(iter(self._sessions))).close()
         return s
+
+    # ----------------------------------------------------------------- upstream per session
+
+    async def _upstream_for(self, ctx: Any) -> Upstream:
+        """The upstream connection that serves this request. Each HTTP client session
+        (``Mcp-Session-Id``) gets one of its own, so what the upstream says on its own
+        (log messages, list_changed, sampling/elicitation/roots requests) belongs to
+        exactly one session. Stdio, and stateless HTTP requests (no session, hence no
+        channel back), share the first connection."""
+        if self.identity is not None or ctx is None or self._tg is None:
+            return self.upstream
+        _, sid, key = self._session_key(ctx)
+        conn = getattr(getattr(ctx, "session", None), "_connection", None)
+        if not sid or conn is None:
+            return self.upstream
+        c = self._clients.get(key)
+        if c is None:
+            c = self._open_session_upstream(key, conn, self.gate_session(ctx))
+        await c.ready.wait()
+        if c.error is not None:
+            self._drop_session_upstream(key, c)
+            raise UpstreamDown(c.error)
+        return c.upstream
+
+    def _open_session_upstream(self, key: str, conn: Any, session: Session) -> _SessionUpstream:
+        assert self._tg is not None
+        up = Upstream(self.upstream.spec, restarts=self.restarts, call_timeout=self.call_timeout,
+                      errlog=self.errlog, on_tools=self._absorb_tools,
+                      callbacks=self._client_callbacks(conn, session))
+        c = _SessionUpstream(up, conn)
+        self._clients[key] = c
+        conn.exit_stack.callback(self._drop_session_upstream, key, c)
+        while len(self._clients) > MAX_SESSION_UPSTREAMS:  # oldest first
+            old = next(iter(self._clients))
+            self._drop_session_upstream(old, self._clients[old])
+        self._tg.start_soon(self._run_session_upstream, c)
+        return c
+
+    def _drop_session_upstream(self, key: str, c: _SessionUpstream) -> None:
+        if self._clients.get(key) is c:
+            del self._clients[key]
+        c.upstream.close()
+
+    async def _run_session_upstream(self, c: _SessionUpstream) -> None:
+        try:
+            async with anyio.create_task_group() as tg:
+                async def run(*, task_status: anyio.abc.TaskStatus[None]) -> None:
+                    await c.upstream.run(task_status=task_status)
+                    tg.cancel_scope.cancel()  # closed: stop the pump too
+
+                await tg.start(run)
+                c.ready.set()
+                tg.start_soon(self._pump, c.upstream, c.conn)
+        except Exception as e:
+            c.error = f"could not open the upstream for this session: {_describe(e)}"
+            self._log(c.error)
+        finally:
+            c.ready.set()
+
+    def _client_callbacks(self, conn: Any, session: Session) -> dict[str, Any]:
+        """ClientSession callbacks that pass the upstream's requests to this client (only
+        those its capabilities allow), each audited and, for text a model or a person will
+        read, scanned first (:func:`check_server_request`)."""
+        from mcp_types import INTERNAL_ERROR
+
+        from mcp import MCPError
+        from mcp import types as mt
+
+        async def relay(method: str, params: Any, result_type: Any) -> Any:
+            dumped = _wire(params) if params is not None else {}
+            refusal = check_server_request(self.wall, session, self.server_name, method, dumped)
+            if refusal is not None:
+                self._log(f"refused {method} from {self.server_name}: {refusal}")
+                return mt.ErrorData(code=SERVER_REQUEST_REFUSED, message=refusal)
+            try:
+                raw = await conn.send_raw_request(method, dumped or None)
+                return result_type.model_validate(raw)
+            except MCPError as e:
+                return mt.ErrorData(code=e.code, message=e.message)
+            except Exception as e:
+                return mt.ErrorData(code=INTERNAL_ERROR,
+                                    message=f"the client could not be asked: {_describe(e)}")
+
+        async def sampling(context: Any, params: Any) -> Any:
+            return await relay("sampling/createMessage", params, mt.CreateMessageResult)
+
+        async def elicitation(context: Any, params: Any) -> Any:
+            return await relay("elicitation/create", params, mt.ElicitResult)
+
+        async def roots(context: Any) -> Any:
+            return await relay("roots/list", None, mt.ListRootsResult)
+
+        caps = getattr(conn, "client_capabilities", None)
+        out: dict[str, Any] = {}
+        if getattr(caps, "sampling", None) is not None:
+            out["sampling_callback"] = sampling
+        if getattr(caps, "elicitation", None) is not None:
+            out["elicitation_callback"] = elicitation
+        if getattr(caps, "roots", None) is not None:
+            out["list_roots_callback"] = roots
+        return out
 
     # ----------------------------------------------------------------- handlers
 
@@ -590,7 +776,7 @@ class GatedProxy:
 
         session = self.gate_session(ctx)
         try:
-            tools = await self.upstream.refresh_tools()
+            tools = await (await self._upstream_for(ctx)).refresh_tools()
         except UpstreamDown as e:
             raise _mcp_error(str(e)) from None
         return mt.ListToolsResult(tools=self.table.visible(session, tools))
@@ -616,9 +802,9 @@ class GatedProxy:
             raise _mcp_error(str(e)) from None
         return result if out is dumped else result_type.model_validate(out)
 
-    async def _forward(self, op: Callable[[Any], Awaitable[T]]) -> T:
+    async def _forward(self, ctx: Any, op: Callable[[Any], Awaitable[T]]) -> T:
         try:
-            return await self.upstream.call(op)
+            return await (await self._upstream_for(ctx)).call(op)
         except UpstreamDown as e:
             raise _mcp_error(str(e)) from None
 
@@ -638,13 +824,13 @@ class GatedProxy:
             handlers["on_call_tool"] = self._call_tool
         if caps.resources is not None:
             async def list_resources(ctx: Any, params: Any) -> Any:
-                return await self._forward(lambda cs: cs.list_resources(params=params))
+                return await self._forward(ctx, lambda cs: cs.list_resources(params=params))
 
             async def list_templates(ctx: Any, params: Any) -> Any:
-                return await self._forward(lambda cs: cs.list_resource_templates(params=params))
+                return await self._forward(ctx, lambda cs: cs.list_resource_templates(params=params))
 
             async def read_resource(ctx: Any, params: Any) -> Any:
-                res = await self._forward(lambda cs: cs.read_resource(params.uri))
+                res = await self._forward(ctx, lambda cs: cs.read_resource(params.uri))
                 return await self._passthrough(ctx, RESOURCE_LABEL, {"uri": str(params.uri)},
                                                res, mt.ReadResourceResult)
 
@@ -653,28 +839,28 @@ class GatedProxy:
                             on_read_resource=read_resource)
             if caps.resources.subscribe:
                 async def subscribe(ctx: Any, params: Any) -> Any:
-                    return await self._forward(lambda cs: cs.subscribe_resource(str(params.uri)))
+                    return await self._forward(ctx, lambda cs: cs.subscribe_resource(str(params.uri)))
 
                 async def unsubscribe(ctx: Any, params: Any) -> Any:
                     return await self._forward(
-                        lambda cs: cs.unsubscribe_resource(str(params.uri)))
+                        ctx, lambda cs: cs.unsubscribe_resource(str(params.uri)))
 
                 handlers.update(on_subscribe_resource=subscribe,
                                 on_unsubscribe_resource=unsubscribe)
         if caps.prompts is not None:
             async def list_prompts(ctx: Any, params: Any) -> Any:
-                return await self._forward(lambda cs: cs.list_prompts(params=params))
+                return await self._forward(ctx, lambda cs: cs.list_prompts(params=params))
 
             async def get_prompt(ctx: Any, params: Any) -> Any:
                 res = await self._forward(
-                    lambda cs: cs.get_prompt(params.name, params.arguments))
+                    ctx, lambda cs: cs.get_prompt(params.name, params.arguments))
                 return await self._passthrough(ctx, PROMPT_LABEL, {"name": params.name},
                                                res, mt.GetPromptResult)
 
             handlers.update(on_list_prompts=list_prompts, on_get_prompt=get_prompt)
         if caps.completions is not None:
             async def complete(ctx: Any, params: Any) -> Any:
-                return await self._forward(lambda cs: cs.complete(
+                return await self._forward(ctx, lambda cs: cs.complete(
                     params.ref, params.argument.model_dump(), context_arguments=(
                         params.context.arguments if params.context else None)))
 
@@ -684,7 +870,7 @@ class GatedProxy:
             instructions=init.instructions, **handlers)
         if caps.logging is not None:
             async def set_level(ctx: Any, params: Any) -> Any:
-                return await self._forward(lambda cs: cs.send_request(
+                return await self._forward(ctx, lambda cs: cs.send_request(
                     mt.SetLevelRequest(params=params), mt.EmptyResult))
 
             server.add_request_handler("logging/setLevel", mt.SetLevelRequestParams, set_level)
@@ -705,14 +891,17 @@ class GatedProxy:
 
     # ----------------------------------------------------------------- notifications
 
-    async def _pump(self) -> None:
+    async def _pump(self, upstream: Upstream, conn: Any) -> None:
+        """What ``upstream`` says on its own goes to ``conn``, the client session it
+        serves (None: the shared connection, whose messages belong to no HTTP session;
+        on stdio its one client gets them)."""
         from mcp import types as mt
 
-        stream = await self.upstream.notifications()
+        stream = await upstream.notifications()
         async for note in stream:
             if isinstance(note, mt.ToolListChangedNotification):
                 try:
-                    await self.upstream.refresh_tools()
+                    await upstream.refresh_tools()
                 except Exception as e:
                     self._log(f"re-listing tools after list_changed failed: {_describe(e)}")
             if isinstance(note, mt.ProgressNotification):
@@ -725,9 +914,11 @@ class GatedProxy:
                             note.params.message, related_request_id=request_id)
                 continue
             data = note.model_dump(by_alias=True, mode="json", exclude_none=True)
-            for conn in list(self._conns.values()):
+            targets = [conn] if conn is not None else (
+                list(self._conns.values()) if self.identity is not None else [])
+            for target in targets:
                 with anyio.move_on_after(5):
-                    await conn.notify(data["method"], data.get("params"))
+                    await target.notify(data["method"], data.get("params"))
 
     # ----------------------------------------------------------------- running
 
@@ -737,11 +928,15 @@ class GatedProxy:
         async with anyio.create_task_group() as tg:
             await tg.start(self.upstream.run)
             self.build_server()
-            tg.start_soon(self._pump)
+            self._tg = tg
+            tg.start_soon(self._pump, self.upstream, None)
             try:
                 await serve(self)
             finally:
+                self._tg = None
                 self.upstream.close()
+                for key, c in list(self._clients.items()):
+                    self._drop_session_upstream(key, c)
                 tg.cancel_scope.cancel()
 
     async def serve_stdio(self) -> None:

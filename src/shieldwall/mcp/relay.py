@@ -35,15 +35,15 @@ import signal
 import sys
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, TextIO
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TextIO
 
-from ..actions import Action, Decision, Verdict
 from ..errors import ShieldwallError
 from .proxy import (
     APPROVAL_META_KEY,
     PROMPT_LABEL,
     RESOURCE_LABEL,
+    SERVER_REQUEST_REFUSED,
     GatedView,
     Identity,
     ResultRefused,
@@ -52,6 +52,7 @@ from .proxy import (
     UpstreamError,
     _warm_detectors,
     cap_result,
+    check_server_request,
     error_result,
     gated_passthrough,
     gated_tool_call,
@@ -68,25 +69,7 @@ ENVELOPE = "io.modelcontextprotocol/"  # the per-request _meta keys of the state
 SERVER_INFO = ENVELOPE + "serverInfo"
 INTERNAL_ERROR = -32603
 PARSE_ERROR = -32700
-REFUSED = -32001  # a server request the gate refused (implementation-defined range)
 MAX_PAGES = 100
-
-
-@dataclass(slots=True)
-class ServerRequest(Action):
-    """A request the MCP server sent to the client (sampling, elicitation, roots): audited
-    as its own kind, so `shieldwall audit` shows which server asked the client for what."""
-
-    kind: ClassVar[str] = "mcp_server_request"
-    method: str
-    server: str = ""
-    summary: dict[str, Any] = field(default_factory=dict)
-
-    def target(self) -> str:
-        return self.method
-
-    def payload(self) -> dict[str, Any]:
-        return {"server": self.server, **self.summary}
 
 
 @dataclass(slots=True)
@@ -110,22 +93,6 @@ def _fd_or_inherit(stream: TextIO) -> int | None:
         return stream.fileno()
     except (OSError, ValueError, AttributeError):
         return None
-
-
-def _texts(value: Any, out: list[str], depth: int = 0) -> list[str]:
-    """Every string under a ``text`` key (message contents), in order."""
-    if depth > 16:
-        return out
-    if isinstance(value, dict):
-        for k, v in value.items():
-            if k == "text" and isinstance(v, str):
-                out.append(v)
-            elif k != "_meta":
-                _texts(v, out, depth + 1)
-    elif isinstance(value, list):
-        for v in value:
-            _texts(v, out, depth + 1)
-    return out
 
 
 class StdioRelay:
@@ -641,47 +608,17 @@ class StdioRelay:
         if method == "ping":  # the gateway is alive whatever the client does
             self._write_up({"jsonrpc": "2.0", "id": sid, "result": {}})
             return
-        refusal = self._check_server_request(method, msg.get("params") or {})
+        refusal = check_server_request(self.wall, self.session, self.server_name, method,
+                                       msg.get("params") or {})
         if refusal is not None:
+            self._log(f"refused {method} from {self.server_name}: {refusal}")
             self._write_up({"jsonrpc": "2.0", "id": sid,
-                            "error": {"code": REFUSED, "message": refusal}})
+                            "error": {"code": SERVER_REQUEST_REFUSED, "message": refusal}})
             return
         cid = next(self._ids)
         self._to_server[cid] = sid
         self._from_server[sid] = cid
         self._write_client({**msg, "id": cid})
-
-    def _check_server_request(self, method: str, params: JSON) -> str | None:
-        """Audit a request of the server to the client; the reason when the gate refuses
-        it. Sampling text is what the client's model will read on the server's behalf, an
-        elicitation message what its user will: both are untrusted input."""
-        state = self.session.state
-        text = ""
-        summary: dict[str, Any] = {}
-        if method == "sampling/createMessage":
-            parts = _texts(params.get("messages"), [])
-            system = params.get("systemPrompt")
-            if isinstance(system, str):
-                parts.insert(0, system)
-            text = "\n".join(parts)
-            summary = {"messages": len(params.get("messages") or []), "chars": len(text),
-                       "max_tokens": params.get("maxTokens")}
-        elif method == "elicitation/create":
-            text = str(params.get("message") or "")
-            summary = {"chars": len(text), "mode": params.get("mode", "form")}
-        self.wall.gate.record(Decision(Verdict.ALLOW, ServerRequest(method, self.server_name,
-                                                                     summary)),
-                              state, event="mcp.server_request")
-        if not text:
-            return None
-        d = self.session.check_input(text, source=f"mcp:{self.server_name}:{method}",
-                                     trusted=False)
-        if d.verdict >= Verdict.ASK:
-            rules = ", ".join(sorted({f.rule for f in d.deciding()}))
-            self._log(f"refused {method} from {self.server_name} ({rules})")
-            return f"Shieldwall refused this {method} request ({rules})"
-        return None
-
 
 def serve(relay: StdioRelay, on_error: Callable[[BaseException], None] | None = None) -> None:
     """Run ``relay`` on stdin/stdout until the client hangs up (or SIGTERM/SIGINT)."""

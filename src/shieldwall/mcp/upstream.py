@@ -68,8 +68,10 @@ async def open_session(
     message_handler: Callable[[Any], Any] | None = None,
     errlog: TextIO | None = None,
     client_name: str = "shieldwall",
+    **callbacks: Any,
 ) -> AsyncIterator[tuple[Any, Any]]:
-    """An initialized ``mcp.ClientSession`` to the upstream, and its InitializeResult."""
+    """An initialized ``mcp.ClientSession`` to the upstream, and its InitializeResult;
+    ``callbacks`` (sampling_callback, list_roots_callback, ...) go to the ClientSession."""
     import httpx2
     from mcp.client.streamable_http import streamable_http_client
 
@@ -92,7 +94,7 @@ async def open_session(
                 stdio_client(params, errlog=errlog or sys.stderr))
         session = await stack.enter_async_context(ClientSession(
             read, write, message_handler=message_handler,  # type: ignore[arg-type]
-            client_info=mt.Implementation(name=client_name, version=__version__)))
+            **callbacks, client_info=mt.Implementation(name=client_name, version=__version__)))
         init = await session.initialize()
         yield session, init
 

@@ -1,5 +1,5 @@
 """A server that asks the client things mid-call: sampling (the client's model), roots
-(the client's folders), elicitation (the client's user). Each tool returns what it got,
+(the client's folders), elicitation (the client's user); and one that logs to the client. Each tool returns what it got,
 or the error it got instead."""
 import mcp.types as mt
 from kit import Kit
@@ -38,6 +38,12 @@ async def ask_colour(args, ctx):
     except Exception as e:
         return f"ELICIT-FAILED: {e}"
     return f"{res.action}:{(res.content or {}).get('colour')}"
+
+
+@kit.tool("shout", "Log a message to the client.", {"text": {"type": "string"}}, ["text"])
+async def shout(args, ctx):
+    await ctx.session.send_log_message(level="info", data=args["text"], logger="asker")
+    return "shouted"
 
 
 if __name__ == "__main__":

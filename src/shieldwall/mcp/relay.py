@@ -134,6 +134,7 @@ class StdioRelay:
         self._closing = False
         self._dead = False
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._handled: dict[Any, asyncio.Task[Any]] = {}  # client request id -> its handler
         self._proc: asyncio.subprocess.Process | None = None
         self._out: asyncio.StreamWriter | Any = None
         self._up: asyncio.StreamWriter | None = None
@@ -369,10 +370,15 @@ class StdioRelay:
                     if isinstance(m, dict) and "id" in m and "method" in m:
                         self._reply_error(m["id"], INTERNAL_ERROR, str(e))
 
-    def _spawn_task(self, coro: Any) -> None:
+    def _spawn_task(self, coro: Any, rid: Any = None) -> None:
+        """Run ``coro`` in the background; ``rid``: the client request it answers (a
+        cancellation from the client cancels it)."""
         t = asyncio.create_task(coro)
         self._tasks.add(t)
         t.add_done_callback(self._tasks.discard)
+        if rid is not None:
+            self._handled[rid] = t
+            t.add_done_callback(lambda _t: self._handled.pop(rid, None))
 
     async def _from_client(self, msg: Any, raw: bytes | None) -> None:
         if not isinstance(msg, dict):
@@ -391,7 +397,10 @@ class StdioRelay:
         if "id" not in msg:  # a notification
             if method == "notifications/cancelled":
                 params = msg.get("params") or {}
+                handler = self._handled.get(params.get("requestId"))
                 uid = self._by_client.get(params.get("requestId"))
+                if handler is not None:  # no answer is due any more
+                    handler.cancel()
                 if uid is None:
                     return
                 msg = {**msg, "params": {**params, "requestId": uid}}
@@ -408,15 +417,15 @@ class StdioRelay:
         rid = msg["id"]
         params = msg.get("params") or {}
         if method == "tools/call":
-            self._spawn_task(self._handle_call(rid, params))
+            self._spawn_task(self._handle_call(rid, params), rid)
         elif method == "tools/list":
-            self._spawn_task(self._handle_list(rid))
+            self._spawn_task(self._handle_list(rid), rid)
         elif method == "resources/read":
             self._spawn_task(self._handle_passthrough(
-                rid, method, params, RESOURCE_LABEL, {"uri": str(params.get("uri", ""))}))
+                rid, method, params, RESOURCE_LABEL, {"uri": str(params.get("uri", ""))}), rid)
         elif method == "prompts/get":
             self._spawn_task(self._handle_passthrough(
-                rid, method, params, PROMPT_LABEL, {"name": str(params.get("name", ""))}))
+                rid, method, params, PROMPT_LABEL, {"name": str(params.get("name", ""))}), rid)
         else:
             await self._upstream_ready()
             uid = next(self._ids)
@@ -556,12 +565,13 @@ class StdioRelay:
             self._log(f"re-listing tools after list_changed failed: {type(e).__name__}: {e}")
         self._out.write(raw)
 
-    async def _forward_call(self, name: str, args: JSON, meta: JSON | None) -> GatedView:
+    async def _forward_call(self, rid: Any, name: str, args: JSON, meta: JSON | None
+                            ) -> GatedView:
         params: JSON = {"name": name, "arguments": args}
         fwd = {k: v for k, v in (meta or {}).items() if k != APPROVAL_META_KEY}
         if fwd:
             params["_meta"] = fwd
-        resp = await self._request("tools/call", params)
+        resp = await self._request("tools/call", params, client_id=rid)
         if "error" in resp:
             raise UpstreamError(str(resp["error"].get("message")))
         result = resp.get("result")
@@ -569,6 +579,9 @@ class StdioRelay:
                                     self.max_result_bytes))
 
     async def _handle_call(self, rid: Any, params: JSON) -> None:
+        async def forward(name: str, args: JSON, meta: JSON | None) -> GatedView:
+            return await self._forward_call(rid, name, args, meta)
+
         try:
             await self._tools_known()
             args = params.get("arguments") or {}
@@ -576,7 +589,7 @@ class StdioRelay:
             result = await gated_tool_call(
                 self.wall, self.session, str(params.get("name", "")),
                 dict(args) if isinstance(args, dict) else {},
-                meta if isinstance(meta, dict) else None, self._forward_call)
+                meta if isinstance(meta, dict) else None, forward)
         except UpstreamDown as e:
             result = error_result(f"{params.get('name')} failed: {e}")
         if self._envelope is not None:

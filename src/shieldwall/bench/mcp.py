@@ -1,8 +1,9 @@
 """``shieldwall bench mcp``: latency a ``tools/call`` gains through the MCP gateway.
 
-Four scenarios, each with the SDK's own client and a real echo server process: the server
-over stdio directly, the same through ``shieldwall mcp wrap``; the server over Streamable
-HTTP directly, the same through ``shieldwall mcp serve`` (HTTP upstream).
+Each scenario uses the SDK's own client and a real echo server process: the server over
+stdio directly, the same through ``shieldwall mcp wrap`` (the lean relay); the SDK-based
+gateway in this process (the engine of ``serve`` and ``wrap --url``); the server over
+Streamable HTTP directly, the same through ``shieldwall mcp serve`` (HTTP upstream).
 """
 
 from __future__ import annotations
@@ -145,8 +146,8 @@ async def _http(url: str, token: str | None) -> AsyncIterator[Any]:
 
 async def _inprocess_pair(policy: Path, server: list[str], n: int, warmup: int
                           ) -> tuple[list[float], list[float]]:
-    """The gateway in this process (client ↔ memory streams ↔ gateway ↔ stdio server):
-    its own cost, without a second process to schedule."""
+    """The SDK-based gateway in this process (client ↔ memory streams ↔ GatedProxy ↔
+    stdio server): its own cost, without a second process to schedule."""
     import anyio
     from mcp.shared.memory import create_client_server_memory_streams
 
@@ -243,7 +244,7 @@ def command(
     results["stdio via wrap"] = summary(gated)
     direct, gated = anyio.run(_inprocess_pair, policy, [py, str(server)], n, warmup)
     results["stdio direct (2)"] = summary(direct)
-    results["stdio via in-process gateway"] = summary(gated)
+    results["stdio via SDK gateway, in-process"] = summary(gated)
 
     up_port, gw_port = _free_port(), _free_port()
     upstream = subprocess.Popen([py, str(server), "--http", str(up_port)],
@@ -300,15 +301,20 @@ def command(
         "the SDK (lowlevel Server), a separate process.",
         "Gateway: policy grants `echo` with a max_length constraint; SQLite audit on; "
         "pinning off; every room's layers installed (whatever is in the tree).",
-        "'in-process gateway': the gateway runs inside the benchmark process, the client "
-        "reaches it over memory streams; its added time is the gateway's own cost (second SDK "
-        "hop, gate, result rebuilding) without an extra process to schedule.",
-        "Through the gateway a call crosses two SDK hops (client→gateway, gateway→server) "
-        "instead of one, one more process to schedule, the gate on the call and on the result, "
-        "and three audit entries (call, result, outcome). The last row is the gate's share "
-        "alone, measured in-process with the same policy and layers.",
-        "On a shared, loaded 2-core machine the extra process hop dominates the added time "
-        "(each hop waits for a time slice); compare the gate-only row with the added p50.",
+        "'stdio via wrap': `shieldwall mcp wrap` is a lean relay (plain JSON lines on asyncio "
+        "pipes): it parses each message once with the json module, passes what the gate need "
+        "not see on as it came (with a fresh id), and puts only tools/call (and tools/list, "
+        "resources/read, prompts/get, the handshake, list_changed and the server's own "
+        "requests) through the gate's logic. Added: one process hop, the gate on the call and "
+        "on the result, three audit entries (call, result, outcome).",
+        "'SDK gateway, in-process': GatedProxy (an SDK server facing the client, an SDK "
+        "client facing the server), the engine of `serve` and of `wrap --url`, run inside "
+        "the benchmark process over memory streams, so without a process hop: its added time "
+        "is the second SDK hop (every message parsed into models and re-serialised twice) "
+        "plus the gate. `wrap` ran on it before the relay (+3.85 ms added p50 then).",
+        "The last row is the gate's share alone, measured in-process with the same policy "
+        "and layers. On a shared, loaded 2-core machine each process hop waits for a time "
+        "slice, which is what p99 shows.",
         "Target (issue 8): ≤ 2 ms added p50 over stdio.",
         "Reproduce: `shieldwall bench mcp`.",
     ]

@@ -45,6 +45,9 @@ async def main():
     srv = await asyncio.start_server(handle, "127.0.0.1", 0)
     print(srv.sockets[0].getsockname()[1], flush=True)
     await srv.serve_forever()
+if sys.argv[1:] == ["uvloop"]:
+    import uvloop
+    uvloop.install()
 asyncio.run(main())
 '''
 
@@ -118,6 +121,9 @@ async def main():
     print(json.dumps({"p50": pct(0.5), "p99": pct(0.99), "n_latency": len(lat),
                       "rps": sum(counts) / elapsed, "n_throughput": sum(counts),
                       "cpu": time.process_time() - c0}))
+if cfg["uvloop"]:
+    import uvloop
+    uvloop.install()
 asyncio.run(main())
 '''
 
@@ -147,6 +153,8 @@ def command(
     seconds: Annotated[float, typer.Option(help="time cap per phase")] = 10.0,
     threads: Annotated[bool, typer.Option(help="decide in worker threads, not on the event loop")] = False,
     uvloop: Annotated[bool, typer.Option(help="run the proxy on uvloop when it is installed")] = True,
+    ends_uvloop: Annotated[bool, typer.Option(
+        help="run the load generator and the upstream server on uvloop too (when installed)")] = True,
     out: Annotated[Path, typer.Option(help="folder for the markdown table")] = Path("benchmarks"),
 ) -> None:
     """Requests/s and added p50/p99 latency through the proxy vs direct (loopback)."""
@@ -165,17 +173,18 @@ def command(
     console = Console()
     load_before = os.getloadavg()[0]
     tmp = Path(tempfile.mkdtemp(prefix="sw-bench-egress-"))
-    up = subprocess.Popen([sys.executable, "-c", _UPSTREAM], stdout=subprocess.PIPE, text=True)
+    from ..egress.proxy import new_event_loop
+
+    loop, loop_name = new_event_loop(uvloop)
+    ends_uv = ends_uvloop and loop_name.startswith("uvloop")
+    up = subprocess.Popen([sys.executable, "-c", _UPSTREAM, *(["uvloop"] if ends_uv else [])],
+                          stdout=subprocess.PIPE, text=True)
     assert up.stdout is not None
     port = int(up.stdout.readline())
     token, digest = mint_token()
     policy = parse_policy(_POLICY.format(port=port, digest=digest), "bench-egress.yaml")
     wall = Shieldwall(policy, base_dir=tmp)
     pol = egress_policy(wall)
-
-    from ..egress.proxy import new_event_loop
-
-    loop, loop_name = new_event_loop(uvloop)
     proxies: dict[str, int] = {}
     ready = threading.Event()
 
@@ -216,7 +225,8 @@ def command(
     def load(path: str, method: str, body: int, count: int, proxy_port: int) -> dict[str, Any]:
         cfg = {"port": port, "proxy_port": proxy_port, "token": token, "path": path,
                "method": method, "body": body, "n_latency": count, "n_throughput": count,
-               "concurrency": concurrency, "seconds": seconds, "warmup": min(50, count)}
+               "concurrency": concurrency, "seconds": seconds, "warmup": min(50, count),
+               "uvloop": ends_uv}
         # CPU seconds of each process over the phase: the proxy is this process (its loop
         # thread; the main thread only waits), the upstream read from /proc, the load
         # generator's own count from its first connection on (not its start-up).
@@ -230,6 +240,8 @@ def command(
         done = out_["n_latency"] + out_["n_throughput"] + cfg["warmup"]
         out_["proxy_cpu"] = ((own1.user - own0.user) + (own1.system - own0.system)) / done
         out_["ends_cpu"] = ((up1 - up0) + out_["cpu"]) / done
+        out_["client_cpu"] = out_["cpu"] / done
+        out_["server_cpu"] = (up1 - up0) / done
         return out_
 
     try:
@@ -245,8 +257,10 @@ def command(
                     per[name].append(load(path, method, body, count // rounds, proxies[name]))
             for name, runs in per.items():
                 med = {k: statistics.median(r[k] for r in runs)
-                       for k in ("p50", "p99", "rps", "proxy_cpu", "ends_cpu")}
+                       for k in ("p50", "p99", "rps", "proxy_cpu", "ends_cpu", "client_cpu",
+                                 "server_cpu")}
                 results.append((label, "direct" if name == "direct" else f"proxy ({name})", med))
+        costs = _decision_costs(wall, pol, port)
     finally:
         up.terminate()
         loop.call_soon_threadsafe(loop.stop)
@@ -284,6 +298,9 @@ def command(
         elif r["ends_cpu"] + r["proxy_cpu"] > 0:
             bound.append(f"{label} {path_.removeprefix('proxy ')}: "
                          f"{direct_ends[label] / (r['ends_cpu'] + r['proxy_cpu']):.2f}")
+    split = "; ".join(
+        f"{label} {path_}: client {r['client_cpu'] * 1e6:.0f} + server {r['server_cpu'] * 1e6:.0f}"
+        for label, path_, r in results if label == "small GET")
     notes = [
         f"{rounds} interleaved rounds (direct, proxy (policy), proxy (gate)); each figure is "
         f"the median over rounds. Per round, latency: one keep-alive connection, "
@@ -313,9 +330,52 @@ def command(
         "are steadier.",
         "CPU-bound throughput ratio predicted from the CPU columns (direct client+server / "
         "(proxied client+server + proxy)): " + "; ".join(bound) + ".",
+        f"Client / server CPU µs per small GET (is the load generator the cheap end?): {split}.",
+        "Decision CPU per small GET, in this process after the load phases (median of 5 × "
+        "2000 calls): " + costs + ".",
         "Targets (issue 6): ≥ 0.5× direct throughput; ≤ 1 ms added p50 for small requests.",
         "Command: `shieldwall bench egress`",
     ]
     written = write_markdown("egress", "Egress proxy: overhead against direct requests", header,
                              rows, notes, out)
     console.print(f"wrote {written}")
+
+
+def _decision_costs(wall: Any, pol: Any, port: int) -> str:
+    """CPU µs per decision of the small GET, by part: what the proxy's CPU column holds
+    besides relaying (the gate's parts live in gate.py, the layers and the audit log)."""
+    import statistics
+    import time
+
+    from ..actions import Decision, Egress, Verdict
+    from ..egress.proxy import ProxyIdentity, policy_decider
+
+    act = Egress("GET", f"http://127.0.0.1:{port}/small", {"Host": f"127.0.0.1:{port}"}, b"")
+
+    def cpu(fn: Any) -> float:
+        vals = []
+        for _ in range(5):
+            for _ in range(100):
+                fn()
+            c = time.process_time()
+            for _ in range(2000):
+                fn()
+            vals.append((time.process_time() - c) / 2000 * 1e6)
+        return statistics.median(vals)
+
+    ident = ProxyIdentity("bench", "loadgen")
+    dec = policy_decider(pol)
+    alone = f"egress policy alone {cpu(lambda: dec(ident, act)):.1f}"
+    s = wall.session(agent="bench-costs", role="loadgen")
+    st = s.state
+    total = f"Session.decide {cpu(lambda: s.decide(act)):.1f}"
+    parts: list[str] = []
+    for layer, _, commit in wall.gate._by_kind.get(act.kind, []):
+        parts.append(f"{layer.name}.check {cpu(lambda la=layer: la.check(act, st)):.1f}")
+        if commit is not None:
+            parts.append(f"{layer.name}.commit {cpu(lambda c=commit: c(act, st)):.1f}")
+    if wall.gate.audit is not None:
+        d = Decision(Verdict.ALLOW, act, ())
+        parts.append("Gate.record (audit entry, redaction, MerkleAuditLog.append with its "
+                     f"flusher's commits) {cpu(lambda: wall.gate.record(d, st, duration_ms=0.1)):.1f}")
+    return f"{alone}; {total}, of which: " + "; ".join(parts) + " µs"

@@ -289,6 +289,12 @@ class _Request:
     version: str
     headers: list[tuple[str, str]]
     index: dict[str, list[str]]  # lower-case name -> values, in order
+    # Derived once per distinct head (parsed heads are memoised by their bytes): the
+    # end-to-end headers, whether the client asked to close, and the upstream head last
+    # built for an unchanged action (its body length and bytes).
+    fwd: dict[str, str] | None = None
+    closes: bool | None = None
+    up_head: tuple[str, int, bytes] | None = None
 
     def get(self, name: str) -> str | None:
         """``name`` in lower case."""
@@ -1365,8 +1371,14 @@ class _FastClient(asyncio.Protocol):
                   body: bytes) -> bool:
         p = self.p
         pol = p._policy
-        client_close = _client_close(req)
-        action = Egress(req.method.upper(), req.target, _forward_headers(req), body)
+        client_close = req.closes
+        if client_close is None:
+            client_close = req.closes = _client_close(req)
+        fwd = req.fwd
+        if fwd is None:
+            fwd = req.fwd = _forward_headers(req)
+        # The action gets its own copy: whatever a layer does with it, the memo stays.
+        action = Egress(req.method.upper(), req.target, dict(fwd), body)
         d = p._decide_now(ident, action)
         if not d.allowed:
             p._emit(event="refused", agent=ident.agent, rules=d.rules())
@@ -1392,7 +1404,15 @@ class _FastClient(asyncio.Protocol):
         self.state = _WAIT
         self.deadline = self.loop.time() + pol.limits.timeout
         key = (ident, parsed.scheme, parsed.host, parsed.port)
-        wire = (_request_head(act, parsed), act.body)
+        cached = req.up_head
+        if cached is not None and cached[0] == act.method and cached[1] == len(act.body) \
+                and act.url == req.target and act.headers == fwd:
+            head = cached[2]  # the same request head as last time on this head's bytes
+        else:
+            head = _request_head(act, parsed)
+            if act.url == req.target and act.headers == fwd:
+                req.up_head = (act.method, len(act.body), head)
+        wire = (head, act.body)
         up = p._pool_take(key, addrs) if addrs is not None else None
         if up is not None:
             self.retry = (key, parsed, addrs or [], wire)

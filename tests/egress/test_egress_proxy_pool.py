@@ -340,3 +340,64 @@ def test_a_body_that_never_completes_gets_408(rawsrv: Raw) -> None:
         assert rawsrv.seen == []
     finally:
         pt.stop()
+
+
+# Parsed heads are memoised by their bytes; decisions never are.
+
+
+def _same_head_three_times(port: int, url: str) -> list[bytes]:
+    heads = []
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        for _ in range(3):
+            s.sendall(f"GET {url} HTTP/1.1\r\nHost: x\r\n".encode() + auth() + b"\r\n")
+            heads.append(read_response(s)[0])
+    return heads
+
+
+def test_identical_request_heads_are_decided_every_time(rawsrv: Raw) -> None:
+    p = make_policy(rawsrv.port)
+    inner = policy_decider(p)
+    calls: list[int] = []
+
+    def budget_of_two(ident: ProxyIdentity, action: Egress) -> Decision:
+        calls.append(1)
+        if len(calls) > 2:
+            return Decision(Verdict.DENY, action, ())
+        return inner(ident, action)
+
+    t = ProxyThread(EgressProxy(p, budget_of_two, creds(), ProxySettings(header_timeout=2.0)))
+    try:
+        heads = _same_head_three_times(t.port, f"http://127.0.0.1:{rawsrv.port}/p")
+    finally:
+        t.stop()
+    assert [h[:12] for h in heads] == [b"HTTP/1.1 200", b"HTTP/1.1 200", b"HTTP/1.1 403"]
+    assert len(calls) == 3 and len(rawsrv.seen) == 2
+
+
+def test_a_decider_that_edits_the_action_in_place_is_honoured_on_a_repeated_head(upstream: Upstream) -> None:
+    p = make_policy(upstream.port)
+    inner = policy_decider(p)
+    n = [0]
+
+    def tag(ident: ProxyIdentity, action: Egress) -> Decision:
+        n[0] += 1
+        if n[0] == 2:
+            action.headers["X-Tag"] = "second"  # not a replacement: the same object, edited
+        return inner(ident, action)
+
+    t = ProxyThread(EgressProxy(p, tag, creds(), ProxySettings(header_timeout=2.0)))
+    try:
+        heads = _same_head_three_times(t.port, f"http://127.0.0.1:{upstream.port}/p")
+    finally:
+        t.stop()
+    assert all(h.startswith(b"HTTP/1.1 200") for h in heads)
+    assert [s["headers"].get("X-Tag") for s in upstream.seen] == [None, "second", None]
+
+
+def test_a_malformed_head_is_refused_every_time_it_comes(pt: ProxyThread, rawsrv: Raw) -> None:
+    bad = f"GET http://127.0.0.1:{rawsrv.port}/p HTTP/1.1\r\nBad Header: x\r\n".encode() + auth() + b"\r\n"
+    for _ in range(2):
+        with socket.create_connection(("127.0.0.1", pt.port), timeout=5) as s:
+            s.sendall(bad)
+            assert s.recv(1000).startswith(b"HTTP/1.1 400")
+    assert rawsrv.seen == []

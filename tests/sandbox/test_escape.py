@@ -461,9 +461,7 @@ def _format(src: str, h: Host, sb: Sandbox) -> str:
                       victim_pid=h.victim.pid, workdir_parent=Path(sb.workdir).parent)
 
 
-@pytest.mark.parametrize("attack", ATTACKS, ids=[a.name for a in ATTACKS])
-def test_attack_is_contained(backend_name: str, attack: Attack, host: Host,
-                             host_canary: str) -> None:
+def _claimed_or_skip(backend_name: str, attack: Attack) -> Any:
     b = backend_or_skip(backend_name)
     if attack.guarantee not in b.guarantees:
         pytest.skip(f"{backend_name} does not claim {attack.guarantee}")
@@ -471,15 +469,43 @@ def test_attack_is_contained(backend_name: str, attack: Attack, host: Host,
         pytest.skip(f"{backend_name} runs Python only")
     if attack.x86_only and not X86:
         pytest.skip("syscall numbers are x86-64")
+    return b
+
+
+def _attack(sb: Sandbox, attack: Attack, host: Host, host_canary: str) -> RunResult:
+    neighbour = Path(sb.workdir).parent / "neighbour-secret.txt"
+    neighbour.write_text("LEAK-neighbour")  # printed by an attack only if it got out
+    os.chmod(neighbour, 0o644)
+    r = sb.run_code(_format(attack.src, host, sb), language=attack.lang, limits=attack.limits)
+    assert r.error is not ErrorKind.SANDBOX_ERROR, r.message
+    attack.check(r, host, sb)
+    assert host_canary not in r.stdout + r.stderr
+    return r
+
+
+@pytest.mark.parametrize("attack", ATTACKS, ids=[a.name for a in ATTACKS])
+def test_attack_is_contained(backend_name: str, attack: Attack, host: Host,
+                             host_canary: str) -> None:
+    _claimed_or_skip(backend_name, attack)
     with open_sandbox(backend_name) as sb:
-        neighbour = Path(sb.workdir).parent / "neighbour-secret.txt"
-        neighbour.write_text("LEAK-neighbour")  # printed by an attack only if it got out
-        os.chmod(neighbour, 0o644)
-        r = sb.run_code(_format(attack.src, host, sb), language=attack.lang,
-                        limits=attack.limits)
-        assert r.error is not ErrorKind.SANDBOX_ERROR, r.message
-        attack.check(r, host, sb)
-        assert host_canary not in r.stdout + r.stderr
+        _attack(sb, attack, host, host_canary)
+
+
+@pytest.mark.bwrap
+@pytest.mark.parametrize("attack", ATTACKS, ids=[a.name for a in ATTACKS])
+def test_attack_is_contained_in_a_premade_sandbox(attack: Attack, host: Host,
+                                                  host_canary: str) -> None:
+    """The same attacks, run by a sandbox that bwrap set up ahead of the run (see
+    ``shieldwall.sandbox.premade``): the program is exec'd by the parked waiter."""
+    b = _claimed_or_skip("bwrap", attack)
+    with open_sandbox("bwrap", premake=True) as sb:
+        assert sb.run_code("pass", limits=attack.limits).ok  # sets up the next one
+        end = time.monotonic() + 20
+        while not b.premade_ready(sb.workdir) and time.monotonic() < end:
+            time.sleep(0.01)
+        served = b.premade_runs
+        _attack(sb, attack, host, host_canary)
+        assert b.premade_runs == served + 1, "the attack did not run in the pre-made sandbox"
 
 
 def test_suite_has_at_least_thirty_attacks() -> None:

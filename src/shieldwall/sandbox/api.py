@@ -37,10 +37,14 @@ class Sandbox:
         proxy_socket: str | None = None,
         cgroup_root: str | None = None,
         needs: Sequence[str] = (),
+        premake: bool | None = None,
     ) -> None:
         """``backend="auto"`` picks the strongest available backend that claims every
         guarantee in ``needs`` (e.g. ``["subprocesses"]`` to run commands, not only Python;
-        see :data:`shieldwall.sandbox.protocol.GUARANTEES`)."""
+        see :data:`shieldwall.sandbox.protocol.GUARANTEES`). ``premake`` (bwrap): set the
+        next run's sandbox up in the background after each run (True), never (False), or
+        from the second run on (None: a sandbox that ran twice will likely run again); see
+        :mod:`shieldwall.sandbox.premade`."""
         if isinstance(limits, Limits):
             self.limits = limits
         else:
@@ -74,6 +78,8 @@ class Sandbox:
         if prep is not None and not self._wd.mounted:
             prep(self._wd.path, self._uid)
         self._closed = False
+        self._runs = 0
+        self._premake = premake
 
     # ---------------------------------------------------------------- lifecycle
     def __enter__(self) -> Sandbox:
@@ -86,6 +92,9 @@ class Sandbox:
     def close(self) -> None:
         if not self._closed:
             self._closed = True
+            forget = getattr(self.backend, "forget", None)
+            if forget is not None:
+                forget(self._wd.path)
             self._wd.close(save=True)
 
     @property
@@ -112,7 +121,19 @@ class Sandbox:
             raise SandboxError("empty argv")
         if "subprocesses" not in self.backend.guarantees:
             raise SandboxError(f"backend {self.backend.name!r} runs Python code only")
-        return self.backend.execute(self._spec(argv, stdin, limits))
+        return self._execute(self._spec(argv, stdin, limits))
+
+    def _execute(self, spec: RunSpec) -> RunResult:
+        """By default a sandbox that has already run once is taken to run again: from its
+        second run on, bwrap sets the next run's sandbox up in the background (fresh for
+        that run, see :mod:`shieldwall.sandbox.premade`). A one-run sandbox makes none."""
+        self._runs += 1
+        from .bwrap import BwrapBackend
+
+        if isinstance(self.backend, BwrapBackend):
+            premake = self._runs > 1 if self._premake is None else self._premake
+            return self.backend.execute(spec, premake_next=premake)
+        return self.backend.execute(spec)
 
     def run_code(self, code: str, *, language: str = "python", stdin: bytes = b"",
                  limits: Mapping[str, Any] | None = None) -> RunResult:
@@ -132,7 +153,7 @@ class Sandbox:
             argv = ["/bin/sh", "-c", code]
         else:
             raise SandboxError(f"unsupported language {language!r}")
-        return self.backend.execute(self._spec(argv, stdin, limits))
+        return self._execute(self._spec(argv, stdin, limits))
 
     # ---------------------------------------------------------------- files
     def write_file(self, path: str, data: bytes | str) -> None:

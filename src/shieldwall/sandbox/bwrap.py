@@ -28,7 +28,9 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import resource
 import secrets
+import select
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -38,6 +40,7 @@ from pathlib import Path
 from . import seccomp
 from .cgroup import CgroupLayout, detect
 from .launcher import LauncherPool
+from .premade import WAITER_SRC, Premade, PremadeCache
 from .runner import Launch, Started, finish, rlimits_for, start
 from .types import ErrorKind, RunResult, RunSpec
 
@@ -92,6 +95,8 @@ class BwrapBackend:
         # as root, each parked launcher enters fresh net/IPC/UTS namespaces ahead of its
         # run, and bwrap inherits them instead of making its own on the run's clock
         self._pool = LauncherPool(self._layout, namespaces=os.geteuid() == 0)
+        self._premades = PremadeCache(self._pool)
+        self.premade_runs = 0  # runs served by a pre-made sandbox (tests, the bench)
         if self._layout is None:  # no pids cgroup: RLIMIT_NPROC is no bound for root
             self.guarantees = GUARANTEES - {"pids_limit"}
         self._etc: str | None = None
@@ -119,21 +124,28 @@ class BwrapBackend:
 
     # ----------------------------------------------------------------- the command
     def _options(self, spec: RunSpec, prejoined: bool = False,
-                 as_pid_1: bool = False) -> list[str]:
+                 as_pid_1: bool = False, env: bool = True,
+                 new_session: bool = True) -> list[str]:
         """bwrap's options. ``prejoined``: the process that executes bwrap is already in
         fresh network (loopback only), IPC and UTS (hostname ``sandbox``) namespaces of
         its own (a parked launcher made them), so bwrap does not make them again.
         ``as_pid_1``: the program is pid 1 of its pid namespace (no reaper process in
         between, as in a container without an init); when it ends the kernel kills
         every other process of the namespace. One-shot runs use this; long-lived stdio
-        commands keep bwrap's reaper."""
+        commands keep bwrap's reaper. ``env=False``: only ``PATH`` (a pre-made sandbox gets
+        the program's environment at dispatch, see :mod:`.premade`). ``new_session=False``:
+        the process that executes bwrap already leads a fresh session with no controlling
+        terminal (a launcher, started with ``setsid``), so bwrap's own ``setsid`` would add
+        nothing but a new scheduler autogroup on the run's clock, which on a busy machine
+        starts the program behind every other session's accumulated credit."""
         lim = spec.limits
         o = ["--unshare-user", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_GID),
              "--unshare-pid", *(["--as-pid-1"] if as_pid_1 else []), "--unshare-cgroup-try"]
         if not prejoined:
             o += ["--unshare-net", "--unshare-ipc", "--unshare-uts", "--hostname", "sandbox"]
         o += [
-            "--die-with-parent", "--new-session", "--cap-drop", "ALL",
+            "--die-with-parent", *(["--new-session"] if new_session else []),
+            "--cap-drop", "ALL",
             "--ro-bind", "/usr", "/usr",
         ]
         for top in ("bin", "sbin", "lib", "lib64", "lib32", "libx32"):
@@ -162,7 +174,7 @@ class BwrapBackend:
                   "/run/shieldwall/bridge.py",
                   "--bind", spec.proxy_socket, PROXY_SOCKET_INSIDE]
         o += ["--chdir", WORKDIR, "--clearenv"]
-        for k, v in self._env(spec).items():
+        for k, v in (self._env(spec) if env else {"PATH": SYSTEM_PATH}).items():
             o += ["--setenv", k, v]
         o += ["--remount-ro", "/"]
         return o
@@ -185,7 +197,9 @@ class BwrapBackend:
         through ``--args FD`` so they never show in the host's process list."""
         assert self._bwrap
         sfd = seccomp.filter_fd()
-        opts = self._options(spec, prejoined=self._pool.namespaces, as_pid_1=True)
+        # the launcher that executes bwrap leads a session of its own (see _options)
+        opts = self._options(spec, prejoined=self._pool.namespaces, as_pid_1=True,
+                             new_session=False)
         afd = os.memfd_create("shieldwall-bwrap-args", 0)
         os.write(afd, b"".join(a.encode() + b"\0" for a in opts))
         os.lseek(afd, 0, os.SEEK_SET)
@@ -229,21 +243,127 @@ class BwrapBackend:
                 with contextlib.suppress(OSError):
                     os.close(fd)
 
-    def execute(self, spec: RunSpec) -> RunResult:
+    def execute(self, spec: RunSpec, premake_next: bool = False) -> RunResult:
+        """One run. ``premake_next``: afterwards, set up a sandbox with the same options in
+        the background for the next run (see :mod:`.premade`); a run whose sandbox was
+        pre-made that way uses it, whatever this flag says."""
         ok, why = self.available()
         if not ok:
             return RunResult("", "", None, ErrorKind.SANDBOX_ERROR, backend=self.name,
                              message=why)
-        started = self.start(spec)
+        key = self._premade_key(spec)
+        started: Started | RunResult | None = None
+        if key is not None:
+            pm = self._premades.take(key)
+            if pm is not None:
+                started = self._start_premade(pm, spec)
+                self.premade_runs += started is not None
+        if started is None:
+            started = self.start(spec)
         if isinstance(started, RunResult):
             return started
         r = finish(started, spec.stdin)
+        if key is not None and premake_next:
+            template = replace(spec, argv=(), env={}, secrets={}, stdin=b"")
+            self._premades.want(key, spec.workdir,
+                                lambda: self._make_premade(template, key))
         if r.exit_code == 1 and r.stderr.startswith("bwrap: ") and not r.stdout:
             # bwrap itself failed to set up the sandbox (e.g. a bind source not reachable
             # by uid 65534): nothing of the program ran
             return replace(r, error=ErrorKind.SANDBOX_ERROR, exit_code=None,
                            message=r.stderr.strip().splitlines()[0])
         return r
+
+    # ----------------------------------------------------------------- pre-made
+    def forget(self, workdir: str) -> None:
+        """Discard what was pre-made for ``workdir`` (its sandbox is closing)."""
+        self._premades.forget(workdir)
+
+    def premade_ready(self, workdir: str) -> bool:
+        """Whether a pre-made sandbox for ``workdir`` is waiting (set up or setting up)."""
+        return self._premades.ready_for(workdir)
+
+    def _premade_key(self, spec: RunSpec) -> tuple[object, ...] | None:
+        """Everything a pre-made sandbox fixes: bwrap's options (minus the environment),
+        the host uid/gid and the rlimits. None: this run cannot use one."""
+        if spec.extra_fds:
+            return None
+        opts = self._options(spec, prejoined=self._pool.namespaces, as_pid_1=True, env=False,
+                             new_session=False)
+        rl = self._rlimits(spec)
+        return (spec.workdir, _run_uid(spec, self._root), tuple(opts), tuple(rl))
+
+    def _rlimits(self, spec: RunSpec) -> list[tuple[int, int]]:
+        has_cg = self._layout is not None
+        return rlimits_for(spec.limits, address_space=not has_cg,
+                           nproc=not has_cg and self._root)
+
+    def _make_premade(self, template: RunSpec, key: tuple[object, ...]) -> Premade:
+        """Start bwrap around the waiter (on the background thread)."""
+        assert self._bwrap
+        parked = self._pool.acquire()
+        sfd = afd = rfd = wfd = ready_r = ready_w = -1
+        try:
+            if parked.cgroup is not None:
+                parked.cgroup.set_limits(template.limits.memory_bytes, template.limits.pids)
+            sfd = seccomp.filter_fd()
+            afd = os.memfd_create("shieldwall-bwrap-args", 0)
+            opts = key[2]
+            assert isinstance(opts, tuple)
+            os.write(afd, b"".join(str(a).encode() + b"\0" for a in opts))
+            os.lseek(afd, 0, os.SEEK_SET)
+            rfd, wfd = os.pipe()
+            ready_r, ready_w = os.pipe()
+            argv = [self._bwrap, "--seccomp", "@fd0", "--args", "@fd1", "--",
+                    self.python, "-I", "-S", "-c", WAITER_SRC, "@fd2", "@fd3"]
+            rl = [(r, v, v + 1 if r == resource.RLIMIT_CPU else v)
+                  for r, v in self._rlimits(template)]
+            parked.dispatch(argv, {"PATH": SYSTEM_PATH}, "/", rl,
+                            [sfd, afd, rfd, ready_w], _run_uid(template, self._root),
+                            SANDBOX_GID if self._root else None)
+            os.close(ready_w)
+            ready_w = -1
+            # the waiter says "R" once it is parked (EOF: bwrap or the waiter failed)
+            ok, _, _ = select.select([ready_r], [], [], 10.0)
+            if not ok or os.read(ready_r, 1) != b"R":
+                raise OSError("the pre-made sandbox did not start")
+        except OSError:
+            self._pool.release(parked)
+            if wfd >= 0:
+                os.close(wfd)
+            raise
+        finally:
+            for fd in (sfd, afd, rfd, ready_r, ready_w):
+                if fd >= 0:
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+        return Premade(key, template.workdir, parked, wfd)
+
+    def _start_premade(self, pm: Premade, spec: RunSpec) -> Started | None:
+        """Dispatch the run to its pre-made sandbox; None: it is gone, run cold."""
+        lim = spec.limits
+        try:
+            if pm.parked.cgroup is not None:
+                self._pool.limits_hint = (lim.memory_bytes, lim.pids)
+                pm.parked.cgroup.set_limits(lim.memory_bytes, lim.pids)
+                pm.parked.cgroup.reset_peak()
+        except OSError:
+            pm.discard(self._pool)
+            return None
+        argv = list(spec.argv)
+        if spec.network == "proxy":
+            argv = self.proxy_argv(argv)
+        if not pm.go(argv, self._env(spec)):
+            pm.discard(self._pool)
+            return None
+        launch = Launch(
+            argv=argv, env={}, limits=lim, backend=self.name, pool=self._pool,
+            uid=_run_uid(spec, self._root), gid=SANDBOX_GID if self._root else None,
+            stdin=spec.stdin,
+            secrets=spec.secrets, disk_usage=lambda: dir_usage(spec.workdir),
+            signal_exit_codes=True,
+        )
+        return Started(launch, pm.parked)
 
 
 def make_etc_dir() -> str:

@@ -170,6 +170,18 @@ class RunCgroup:
                 (m / "memory.limit_in_bytes").write_text(str(memory_bytes))
             (p / "pids.max").write_text(str(pids))
 
+    def reset_peak(self) -> None:
+        """Start the peak-memory counter afresh (v1: ``max_usage_in_bytes``), so that a
+        pre-made sandbox's waiter is not counted in the run's peak. v2's ``memory.peak``
+        resets only per open file, so there it keeps the waiter's few MB."""
+        if self.layout.version == 1 and self.dirs:
+            with contextlib.suppress(OSError):
+                fd = os.open(f"{self.dirs[0]}/memory.max_usage_in_bytes", os.O_WRONLY)
+                try:
+                    os.write(fd, b"0")
+                finally:
+                    os.close(fd)
+
     def warm(self) -> None:
         """Move a short-lived process through the group once: the first attach to a fresh
         v1 memory/cpuacct group costs ~5-15 ms of kernel time, paid here, off the run."""

@@ -50,3 +50,106 @@ def test_each_run_gets_its_own_namespaces() -> None:
         assert a.ok and b.ok, (a, b)
         na, nb = _check(a.stdout, host), _check(b.stdout, host)
         assert all(x != y for x, y in zip(na, nb, strict=True)), (na, nb)
+
+
+# ----------------------------------------------------------------- pre-made sandboxes
+
+def _premade_ready(sb: Sandbox) -> None:
+    b = sb.backend
+    end = time.monotonic() + 20
+    while not b.premade_ready(sb.workdir) and time.monotonic() < end:  # type: ignore[attr-defined]
+        time.sleep(0.01)
+    assert b.premade_ready(sb.workdir)  # type: ignore[attr-defined]
+
+
+def _premade_pids(sb: Sandbox) -> list[int]:
+    """Host pids of the pre-made sandbox waiting for ``sb``: bwrap and its waiter."""
+    cache = sb.backend._premades  # type: ignore[attr-defined]
+    (pm,) = [p for p in cache._ready.values() if p.workdir == sb.workdir]
+    pid = pm.parked.proc.pid
+    kids = open(f"/proc/{pid}/task/{pid}/children").read().split()
+    return [pid, *map(int, kids)]
+
+
+def test_premade_sandboxes_have_namespaces_of_their_own() -> None:
+    backend_or_skip("bwrap")
+    host = {n: os.readlink(f"/proc/self/ns/{n}")
+            for n in ("net", "ipc", "uts", "pid", "user", "mnt", "cgroup")}
+    with Sandbox(SMALL, backend="bwrap", premake=True) as a, \
+            Sandbox(SMALL, backend="bwrap", premake=True) as b:
+        assert a.run_code("pass").ok and b.run_code("pass").ok
+        _premade_ready(a)
+        _premade_ready(b)
+        # both are alive at once, so equal namespace ids would mean shared namespaces
+        wa, wb = _premade_pids(a)[-1], _premade_pids(b)[-1]
+        na = {n: os.readlink(f"/proc/{wa}/ns/{n}") for n in host}
+        nb = {n: os.readlink(f"/proc/{wb}/ns/{n}") for n in host}
+        for n in host:
+            assert len({host[n], na[n], nb[n]}) == 3, n
+        served = a.backend.premade_runs  # type: ignore[attr-defined]
+        r = a.run_code(PROBE)
+        assert r.ok, r
+        assert a.backend.premade_runs == served + 1  # type: ignore[attr-defined]
+        assert _check(r.stdout, host)[0] == na["net"]  # the run got the one we saw
+
+
+def test_premade_sandbox_starts_from_nothing_left_by_the_last_run() -> None:
+    backend_or_skip("bwrap")
+    with Sandbox(SMALL, backend="bwrap", premake=True) as sb:
+        first = sb.run_code("open('/tmp/left', 'w').write('x'); open('/dev/shm/left', 'w')"
+                            ".write('x'); open('kept', 'w').write('x'); import os; "
+                            "os.environ['LEFT'] = '1'")
+        assert first.ok, first
+        _premade_ready(sb)
+        served = sb.backend.premade_runs  # type: ignore[attr-defined]
+        r = sb.run_code("import os; print(os.path.exists('/tmp/left'), "
+                        "os.path.exists('/dev/shm/left'), os.path.exists('kept'), "
+                        "'LEFT' in os.environ, os.getpid())")
+        assert sb.backend.premade_runs == served + 1  # type: ignore[attr-defined]
+        # fresh /tmp and /dev/shm; the work directory is the sandbox's, as for any run
+        assert r.stdout.split() == ["False", "False", "True", "False", "1"], r
+
+
+def test_secrets_reach_a_premade_sandbox_only_at_dispatch() -> None:
+    backend_or_skip("bwrap")
+    value = "premade-secret-" + os.urandom(8).hex()
+    with Sandbox(SMALL, backend="bwrap", premake=True, secrets={"TOKEN": value},
+                 env={"PLAIN": "visible"}) as sb:
+        assert sb.run_code("pass").ok
+        _premade_ready(sb)
+        for pid in _premade_pids(sb):
+            for f in ("cmdline", "environ"):
+                assert value.encode() not in open(f"/proc/{pid}/{f}", "rb").read()
+                assert b"visible" not in open(f"/proc/{pid}/{f}", "rb").read()
+        served = sb.backend.premade_runs  # type: ignore[attr-defined]
+        r = sb.run_code("import os; print(os.environ['PLAIN'], os.environ['TOKEN'])")
+        assert sb.backend.premade_runs == served + 1  # type: ignore[attr-defined]
+        assert r.stdout.split() == ["visible", "[REDACTED:TOKEN]"], r
+        assert value not in r.stdout + r.stderr
+
+
+def test_a_run_with_other_options_does_not_use_the_premade_sandbox() -> None:
+    backend_or_skip("bwrap")
+    with Sandbox(SMALL, backend="bwrap", premake=True) as sb:
+        assert sb.run_code("pass").ok
+        _premade_ready(sb)
+        served = sb.backend.premade_runs  # type: ignore[attr-defined]
+        r = sb.run_code("import os; s = os.statvfs('/tmp'); print(s.f_blocks * s.f_frsize)",
+                        limits={"tmp_bytes": 1 << 20})
+        assert r.ok, r
+        assert int(r.stdout) == 1 << 20  # the run's own /tmp size, not the pre-made one's
+        assert sb.backend.premade_runs == served  # type: ignore[attr-defined]
+
+
+def test_closing_a_sandbox_ends_its_premade_sandbox() -> None:
+    backend_or_skip("bwrap")
+    sb = Sandbox(SMALL, backend="bwrap", premake=True)
+    assert sb.run_code("pass").ok
+    _premade_ready(sb)
+    pids = _premade_pids(sb)
+    sb.close()
+    assert not sb.backend.premade_ready(sb.workdir)  # type: ignore[attr-defined]
+    end = time.monotonic() + 10
+    while time.monotonic() < end and any(os.path.exists(f"/proc/{p}") for p in pids):
+        time.sleep(0.02)
+    assert not any(os.path.exists(f"/proc/{p}") for p in pids)

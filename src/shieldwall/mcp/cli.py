@@ -153,7 +153,6 @@ def wrap(
         _fail(str(e))
     try:
         if isinstance(gw, StdioRelay):
-            signal.signal(signal.SIGTERM, signal.default_int_handler)
             serve_relay(gw)
         else:
             _run(gw.serve_stdio)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -290,3 +291,12 @@ def test_each_sandbox_runs_under_its_own_unprivileged_host_uid() -> None:
         assert os.stat(b.workdir).st_uid not in (owner, 0, 65534)
         # inside, both still see themselves as uid 65534 ("sandbox")
         assert b.run(["id", "-un"]).stdout == "sandbox\n"
+
+
+def test_a_program_killed_by_a_signal_is_reported_as_killed(backend_name: str) -> None:
+    if backend_name == "wasm":
+        pytest.skip("wasm has no signals")
+    with open_sandbox(backend_name) as sb:
+        r = sb.run_code("import ctypes; ctypes.string_at(0)")  # SIGSEGV, even as pid 1
+    assert r.error is ErrorKind.KILLED, (r.error, r.message, r.stderr[-300:])
+    assert r.signal == signal.SIGSEGV and r.exit_code is None

@@ -359,6 +359,13 @@ r, e = sc(298, 0, 0, -1, -1, 0); print(f"r={{r}} errno={{e}}")
     Attack("io_uring_setup", "syscall_filter", "python", SYSCALL + """
 r, e = sc(425, 8, 0); print(f"r={{r}} errno={{e}}")
 """, eperm, x86_only=True),
+    Attack("kexec_and_module_loading", "syscall_filter", "python", SYSCALL + """
+# kexec_load, kexec_file_load, init_module, finit_module, delete_module: the filter
+# answers EPERM before the kernel's own capability checks are reached
+seen = {{sc(nr, 0, 0, 0, 0) for nr in (246, 320, 175, 313, 176)}}
+print(" ".join(f"r={{r}} errno={{e}}" for r, e in sorted(seen)))
+""", lambda r, h, sb: (eperm(r, h, sb), _assert(r.stdout.split() == ["r=-1", "errno=1"])),
+        x86_only=True),
     Attack("tiocsti_injection", "syscall_filter", "python", SYSCALL + """
 r = libc.ioctl(1, 0x5412, ctypes.c_char_p(b"x")); e = ctypes.get_errno()
 print(f"r={{r}} errno={{e}}")  # unfiltered, a pipe would answer ENOTTY (25)

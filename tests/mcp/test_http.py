@@ -358,3 +358,31 @@ def test_what_the_upstream_says_on_its_own_reaches_only_its_session(tmp_path: Pa
         stop(proc)
     assert logs == {"a": ["for a only"], "b": ["for b only"]}
     assert sampled == {"a": ["Summarize this document:\na's notes"], "b": []}
+
+
+def test_a_session_upstream_ends_with_its_session(tmp_path: Path, rec: Path) -> None:
+    """The server process a client session got is stopped when that session ends."""
+    port = free_port()
+    proc = _serve(tmp_path, ["--", *server_cmd("benign", rec)], port)
+
+    def children() -> int:
+        out = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True)
+        return len(out.stdout.split())
+
+    async def until(n: int) -> None:
+        with anyio.fail_after(15):
+            while children() != n:
+                await anyio.sleep(0.05)
+
+    async def main() -> None:
+        await until(1)  # the shared connection's server
+        for _ in range(2):
+            _, ok, _ = await _session_calls(f"http://127.0.0.1:{port}/mcp", READER_TOKEN)
+            assert text_of(ok) == "over http"
+            await until(1)  # the session's own server is gone again
+
+    try:
+        anyio.run(main)
+    finally:
+        stop(proc)
+    assert [c["tool"] for c in calls(rec)] == ["echo", "echo"]

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mcp_helpers import calls, gateway, server_cmd, write_policy
+from mcp_helpers import calls, gateway, recorded, server_cmd, write_policy
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -105,3 +105,43 @@ def test_client_ids_of_any_kind_come_back_as_sent(tmp_path: Path, rec: Path) -> 
 
     asyncio.run(main())
     assert [c["tool"] for c in calls(rec)] == ["echo"] * 6 + ["add"]
+
+
+def test_a_cancelled_call_is_cancelled_at_the_server_and_not_answered(tmp_path: Path, rec: Path) -> None:
+    async def main() -> None:
+        pol = write_policy(tmp_path, 'roles:\n  reader:\n    tools: [slow, shout]\nmcp:\n  pin: "off"\n')
+        argv = gateway("wrap", "--policy", str(pol), "--agent", "t", "--role", "reader", "--",
+                       *server_cmd("asker", rec))
+        w = Wire(await asyncio.create_subprocess_exec(
+            *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}))
+        w.send({"jsonrpc": "2.0", "id": "i", "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {},
+            "clientInfo": {"name": "wire", "version": "0"}}})
+        assert (await w.recv())["id"] == "i"
+        w.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        w.send({"jsonrpc": "2.0", "id": 5, "method": "tools/call",
+                "params": {"name": "slow", "arguments": {"seconds": 30}}})
+        for _ in range(200):  # until the call has reached the server
+            if calls(rec):
+                break
+            await asyncio.sleep(0.05)
+        w.send({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                "params": {"requestId": 5, "reason": "user gave up"}})
+        w.send({"jsonrpc": "2.0", "id": 6, "method": "tools/call",
+                "params": {"name": "shout", "arguments": {"text": "next"}}})
+        while True:  # the log notification may come first; no answer to 5 ever does
+            m = await w.recv()
+            assert m.get("id") != 5, m
+            if m.get("id") == 6:
+                assert m["result"]["content"][0]["text"] == "shouted"
+                break
+        for _ in range(200):  # the server stops the tool (before the gateway closes)
+            if {"method": "cancelled", "tool": "slow"} in recorded(rec):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the server never heard of the cancellation")
+        assert await _close(w) == 0
+
+    asyncio.run(main())

@@ -2,7 +2,7 @@
 (the client's folders), elicitation (the client's user); and one that logs to the client. Each tool returns what it got,
 or the error it got instead."""
 import mcp.types as mt
-from kit import Kit
+from kit import Kit, record
 
 kit = Kit("asker-server", "0.3.0")
 
@@ -44,6 +44,18 @@ async def ask_colour(args, ctx):
 async def shout(args, ctx):
     await ctx.session.send_log_message(level="info", data=args["text"], logger="asker")
     return "shouted"
+
+
+@kit.tool("slow", "Take a long time.", {"seconds": {"type": "number"}})
+async def slow(args, ctx):
+    import anyio
+
+    try:
+        await anyio.sleep(float(args.get("seconds", 30)))
+    except anyio.get_cancelled_exc_class():
+        record({"method": "cancelled", "tool": "slow"})
+        raise
+    return "finally done"
 
 
 if __name__ == "__main__":

@@ -386,3 +386,31 @@ def test_a_session_upstream_ends_with_its_session(tmp_path: Path, rec: Path) -> 
     finally:
         stop(proc)
     assert [c["tool"] for c in calls(rec)] == ["echo", "echo"]
+
+
+def test_wrap_serves_an_http_upstream_over_stdio(tmp_path: Path, rec: Path) -> None:
+    """`wrap --url`: a stdio client, an HTTP MCP server (the SDK-based gateway)."""
+    from mcp_helpers import stdio_session
+
+    up_port = free_port()
+    upstream = subprocess.Popen(server_cmd("benign", rec, "--http", str(up_port)),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    pol = write_policy(tmp_path, POLICY)
+    argv = gateway("wrap", "--policy", str(pol), "--agent", "alice", "--role", "reader",
+                   "--url", f"http://127.0.0.1:{up_port}/mcp")
+
+    async def main() -> None:
+        with anyio.fail_after(40):
+            async with stdio_session(argv) as s:
+                assert sorted(t.name for t in (await s.list_tools()).tools) == ["add", "echo"]
+                ok = await s.call_tool("echo", {"text": "via url", "smuggled": 1})
+                assert text_of(ok) == "via url"
+                denied = await s.call_tool("delete_all", {})
+                assert denied.is_error and "policy.tool_not_in_role" in text_of(denied)
+
+    try:
+        wait_port(up_port, upstream)
+        anyio.run(main)
+    finally:
+        stop(upstream)
+    assert calls(rec) == [{"method": "tools/call", "tool": "echo", "args": {"text": "via url"}}]

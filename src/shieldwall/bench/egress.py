@@ -52,8 +52,9 @@ asyncio.run(main())
 '''
 
 _LOADER = r'''
-import asyncio, json, sys, time
+import asyncio, itertools, json, sys, time
 cfg = json.loads(sys.argv[1])
+COUNTER = itertools.count(time.time_ns() // 1000 % 10**12)  # differs across runs too
 async def conn():
     if cfg["proxy_port"]:
         return await asyncio.open_connection("127.0.0.1", cfg["proxy_port"], limit=1 << 22)
@@ -69,17 +70,22 @@ def json_body(size):
         i += 1
     return bytes(out[: size - 1]) + b"]"
 def request():
+    # Every request has its own target (a counter in the query), so nothing in the proxy
+    # can skip work because a keep-alive client repeats itself; returns a maker.
     body = json_body(cfg["body"]) if cfg["body"] else b""
     host = f"127.0.0.1:{cfg['port']}"
-    target = f"http://{host}{cfg['path']}" if cfg["proxy_port"] else cfg["path"]
-    head = f"{cfg['method']} {target} HTTP/1.1\r\nHost: {host}\r\n"
+    sep = "&" if "?" in cfg["path"] else "?"
+    target = (f"http://{host}{cfg['path']}" if cfg["proxy_port"] else cfg["path"]) + sep + "i="
+    tail = f" HTTP/1.1\r\nHost: {host}\r\n"
     if cfg["proxy_port"]:
-        head += f"Proxy-Authorization: Bearer {cfg['token']}\r\n"
+        tail += f"Proxy-Authorization: Bearer {cfg['token']}\r\n"
     if body or cfg["method"] == "POST":
-        head += f"Content-Type: text/plain\r\nContent-Length: {len(body)}\r\n"
-    return head.encode() + b"\r\n" + body
+        tail += f"Content-Type: text/plain\r\nContent-Length: {len(body)}\r\n"
+    pre = f"{cfg['method']} {target}".encode()
+    post = tail.encode() + b"\r\n" + body
+    return lambda: b"%s%d%s" % (pre, next(COUNTER), post)
 async def one(r, w, req):
-    w.write(req)
+    w.write(req())
     await w.drain()
     head = await r.readuntil(b"\r\n\r\n")
     status = int(head[9:12])

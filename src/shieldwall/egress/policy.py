@@ -188,6 +188,13 @@ def normalise_host(raw: str) -> tuple[str, IPAddress | None]:
     return host, None
 
 
+@functools.lru_cache(maxsize=4096)
+def _normalise_host_cached(raw: str) -> tuple[str, IPAddress | None]:
+    # Pure function of the raw host text (errors are raised, never cached): URLs that
+    # differ only in path or query share the host work (IDNA, IPv4 spellings).
+    return normalise_host(raw)
+
+
 def _encode_path(text: str) -> str:
     # Non-ASCII is percent-encoded as clients do; existing %XX escapes are kept verbatim.
     return quote(text, safe="!#$%&'()*+,/:;=?@[]~-._") if not text.isascii() else text
@@ -256,7 +263,7 @@ def _parse_url(url: str) -> ParsedURL:
         port = int(port_text)
     else:
         raise UrlError(f"invalid port {port_text!r}")
-    host, ip = normalise_host(host_raw)
+    host, ip = _normalise_host_cached(host_raw) if len(host_raw) <= 300 else normalise_host(host_raw)
     return ParsedURL(
         scheme=scheme,
         host=host,

@@ -289,7 +289,7 @@ class _Request:
     version: str
     headers: list[tuple[str, str]]
     index: dict[str, list[str]]  # lower-case name -> values, in order
-    # Derived once per distinct head (parsed heads are memoised by their bytes): the
+    # Derived once per parsed head (a connection keeps its last one): the
     # end-to-end headers, whether the client asked to close, and the upstream head last
     # built for an unchanged action (its body length and bytes).
     fwd: dict[str, str] | None = None
@@ -544,11 +544,6 @@ class EgressProxy:
                                  else decide_in_thread)
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sw-proxy")
         self._active = 0
-        # Parsed heads by their exact bytes (a keep-alive client repeats its head, an
-        # upstream its response head): pure functions of the bytes, so a hit is the same
-        # answer the parser would give. Bounded; never a decision.
-        self._req_heads: dict[bytes, _Request] = {}
-        self._resp_heads: dict[bytes, _RespHead] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self.stats = {"requests": 0, "refused": 0, "errors": 0}
 
@@ -609,26 +604,6 @@ class EgressProxy:
     def pooled(self) -> dict[tuple[Any, ...], int]:
         """Idle upstream connections per key (agent identity, scheme, host, port)."""
         return {k: len(v) for k, v in self._pool.items() if v}
-
-    def _parse_request_head(self, raw: bytes) -> _Request:
-        req = self._req_heads.get(raw)
-        if req is None:
-            req = _parse_head(raw)  # raises _Reply for a bad head: never cached
-            if len(raw) <= _HEAD_CACHE_BYTES:
-                if len(self._req_heads) >= _HEAD_CACHE_ENTRIES:
-                    self._req_heads.clear()
-                self._req_heads[raw] = req
-        return req
-
-    def _response_head_of(self, raw: bytes) -> _RespHead:
-        rh = self._resp_heads.get(raw)
-        if rh is None:
-            rh = _RespHead.parse(raw)
-            if len(raw) <= _HEAD_CACHE_BYTES:
-                if len(self._resp_heads) >= _HEAD_CACHE_ENTRIES:
-                    self._resp_heads.clear()
-                self._resp_heads[raw] = rh
-        return rh
 
     def _loop_time(self) -> float:
         return asyncio.get_running_loop().time()
@@ -1186,6 +1161,9 @@ class _FastClient(asyncio.Protocol):
         self.seq = 0
         self.rejected = False
         self.loop = asyncio.get_running_loop()
+        # The last request head and its parse: a keep-alive client that repeats itself is
+        # parsed once (a pure function of the bytes; decisions are never kept).
+        self.last_head: tuple[bytes, _Request] | None = None
 
     # -- transport callbacks -------------------------------------------------
 
@@ -1289,7 +1267,13 @@ class _FastClient(asyncio.Protocol):
                 if len(self.buf) > lim.max_header_bytes or end >= 0:
                     raise _Reply(431, "request head too large")
                 return False
-            req = p._parse_request_head(bytes(self.buf[:end + 4]))
+            raw = bytes(self.buf[:end + 4])
+            last = self.last_head
+            if last is not None and last[0] == raw:
+                req = last[1]
+            else:
+                req = _parse_head(raw)  # raises _Reply for a bad head: never kept
+                self.last_head = (raw, req)
             ident = self.fixed or p.credentials.authenticate(req.get("proxy-authorization"))
             if ident is None:
                 p._emit(event="proxy_auth_failed", peer=str(self.t.get_extra_info("peername")),
@@ -1562,6 +1546,7 @@ class _UpConn(asyncio.Protocol):
         self.reading_paused = False
         self.idle_since = 0.0
         self.sp: asyncio.StreamReaderProtocol | None = None
+        self.last_head: tuple[bytes, _RespHead] | None = None  # as on _FastClient
 
     def alive(self) -> bool:
         return self.state == _U_IDLE and self.t is not None and not self.t.is_closing()
@@ -1659,7 +1644,13 @@ class _UpConn(asyncio.Protocol):
                 if len(self.buf) > lim.max_header_bytes:
                     raise _Reply(502, "upstream response head too large", close=True)
                 return
-            rh = self.p._response_head_of(bytes(self.buf[:end + 4]))
+            raw = bytes(self.buf[:end + 4])
+            last = self.last_head
+            if last is not None and last[0] == raw:
+                rh = last[1]
+            else:
+                rh = _RespHead.parse(raw)
+                self.last_head = (raw, rh)
             status = rh.status
             if 100 <= status < 200 and status != 101:
                 del self.buf[:end + 4]
@@ -1742,10 +1733,6 @@ class _UpConn(asyncio.Protocol):
             return keep and not close_after
 
         c.to_streams(resume)
-
-
-_HEAD_CACHE_BYTES = 4096
-_HEAD_CACHE_ENTRIES = 512
 
 
 @dataclass(frozen=True, slots=True)

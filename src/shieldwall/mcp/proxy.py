@@ -924,7 +924,7 @@ class GatedProxy:
 
     async def run(self, serve: Callable[[GatedProxy], Awaitable[None]]) -> None:
         """Start the upstream, build the server, run ``serve(self)``, then stop."""
-        _warm_detectors()
+        warm_detectors()
         async with anyio.create_task_group() as tg:
             await tg.start(self.upstream.run)
             self.build_server()
@@ -955,7 +955,7 @@ class GatedProxy:
         self._sessions.clear()
 
 
-def _warm_detectors() -> None:
+def warm_detectors() -> None:
     """Pay one-time detector start-up costs before the first call: paid inside the first
     decision they can exceed a layer's time budget, and the gate fails closed."""
     try:

@@ -17,7 +17,7 @@ request only gets a fresh id, so that ids the gateway uses itself never collide)
   ``elicitation/create``, ``roots/list``): audited and relayed under ids of the gateway's
   own; the text a server asks the client's model to read (sampling) or shows the user
   (elicitation) goes through the gate as an untrusted ``ModelInput`` first, so the
-  detect room's input scan can refuse it.
+  detect room's input scan can refuse it. A ``ping`` of the server is answered here.
 
 The ``mcp`` SDK stays the protocol reference: its clients and servers are what the tests
 drive through this relay, and the HTTP face (:class:`~shieldwall.mcp.proxy.GatedProxy`)
@@ -50,12 +50,12 @@ from .proxy import (
     ToolTable,
     UpstreamDown,
     UpstreamError,
-    _warm_detectors,
     cap_result,
     check_server_request,
     error_result,
     gated_passthrough,
     gated_tool_call,
+    warm_detectors,
 )
 from .upstream import UpstreamSpec, stdio_launch
 
@@ -150,7 +150,7 @@ class StdioRelay:
         self._out = writer
         self._listed = asyncio.Event()
         self._ready = asyncio.Event()
-        _warm_detectors()
+        warm_detectors()
         stack = ExitStack()
         try:
             first = await self._spawn(stack)

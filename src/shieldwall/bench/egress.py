@@ -191,11 +191,14 @@ def command(
     policy = parse_policy(_POLICY.format(port=port, digest=digest), "bench-egress.yaml")
     wall = Shieldwall(policy, base_dir=tmp)
     pol = egress_policy(wall)
+    # The same gate with the audit log off: what the audit entry costs the proxy.
+    quiet = Shieldwall(policy, base_dir=tmp, audit=False)
     proxies: dict[str, int] = {}
     ready = threading.Event()
 
     async def start() -> None:
-        for name, decide in (("policy", policy_decider(pol)), ("gate", session_decider(wall))):
+        for name, decide in (("policy", policy_decider(pol)), ("gate", session_decider(wall)),
+                             ("gate, no audit", session_decider(quiet))):
             p = EgressProxy(pol, decide, settings=policy.egress.proxy,
                             decide_in_thread=threads)
             bound = await p.start("127.0.0.1", 0)
@@ -256,10 +259,11 @@ def command(
         for label, method, path, body, count in scenarios:
             # Rounds interleave direct and proxied runs so that load from other work on a
             # shared machine falls on both alike; each figure is the median over rounds.
-            per: dict[str, list[dict[str, Any]]] = {"direct": [], "policy": [], "gate": []}
+            per: dict[str, list[dict[str, Any]]] = {"direct": [], "policy": [], "gate": [],
+                                                    "gate, no audit": []}
             for _ in range(rounds):
                 per["direct"].append(load(path, method, body, count // rounds, 0))
-                for name in ("policy", "gate"):
+                for name in ("policy", "gate", "gate, no audit"):
                     per[name].append(load(path, method, body, count // rounds, proxies[name]))
             for name, runs in per.items():
                 med = {k: statistics.median(r[k] for r in runs)
@@ -271,6 +275,7 @@ def command(
         up.terminate()
         loop.call_soon_threadsafe(loop.stop)
         wall.close()
+        quiet.close()
 
     header = ["body", "path", "p50 ms", "p99 ms", "added p50 ms", "added p99 ms", "req/s",
               "× direct rps", "proxy CPU µs/req", "client+server CPU µs/req"]
@@ -308,7 +313,8 @@ def command(
         f"{label} {path_}: client {r['client_cpu'] * 1e6:.0f} + server {r['server_cpu'] * 1e6:.0f}"
         for label, path_, r in results if label == "small GET")
     notes = [
-        f"{rounds} interleaved rounds (direct, proxy (policy), proxy (gate)); each figure is "
+        f"{rounds} interleaved rounds (direct, proxy (policy), proxy (gate), proxy (gate, no "
+        f"audit)); each figure is "
         f"the median over rounds. Per round, latency: one keep-alive connection, "
         f"{n // rounds} (small) / {n_large // rounds} (1 MB) requests; throughput: "
         f"{concurrency} keep-alive connections, same counts; each phase capped at "
@@ -316,10 +322,17 @@ def command(
         f"on one machine ({os.cpu_count()} CPUs, shared with other work).",
         "`direct` is the same load generator against the same upstream server with the same "
         "keep-alive connections (1 for latency, 4 for throughput), sending the origin-form "
-        "request (`GET /small`, `Host:`); through the proxy it sends the absolute-form request "
-        "with `Proxy-Authorization`, and the proxy keeps its own upstream connections (one "
-        "per client connection in flight, kept per agent, host and port). Nothing else "
-        "differs: no pipelining, no connection setup inside the timed phases.",
+        "request (`GET /small?i=N`, `Host:`); through the proxy it sends the absolute-form "
+        "request with `Proxy-Authorization`, and the proxy keeps its own upstream connections "
+        "(one per client connection in flight, kept per agent, host and port). Nothing else "
+        "differs: no pipelining, no connection setup inside the timed phases. Every request "
+        "has its own target (a counter in the query), so a client that repeats itself cannot "
+        "flatter the proxy; the bench server's response heads do repeat (no Date header).",
+        "Load generator and upstream server run on "
+        + ("uvloop, like the proxy (`--no-ends-uvloop`: stock asyncio): cheap ends make the "
+           "ratio stricter, since a proxy that relays does the socket work of both ends"
+           if ends_uv else "the stock asyncio loop (`--ends-uvloop` puts them on uvloop)")
+        + ".",
         "CPU columns: CPU time (µs) per request of the proxy process (all its threads: in gate "
         "mode also the audit writer), and of the load generator "
         "plus the upstream server together, over each phase (latency + throughput + warm-up "
@@ -328,7 +341,8 @@ def command(
         "direct.",
         "`proxy (policy)` decides with the egress policy alone (host, SSRF, method, content "
         "inspection); `proxy (gate)` decides through a Session: identity, policy, egress, flow, "
-        "budget layers and an SQLite audit entry per request.",
+        "budget layers and an SQLite audit entry per request; `proxy (gate, no audit)` is the "
+        "same gate with `audit` off, to show what the audit entry costs.",
         f"Decisions run {'in worker threads' if threads else 'on the event loop'} "
         f"(`--threads` switches); the proxy's event loop: {loop_name}.",
         f"Load average (1 min) at start / end: {load_before:.1f} / {os.getloadavg()[0]:.1f} — "
@@ -380,8 +394,14 @@ def _decision_costs(wall: Any, pol: Any, port: int) -> str:
         parts.append(f"{layer.name}.check {cpu(lambda la=layer: la.check(act, st)):.1f}")
         if commit is not None:
             parts.append(f"{layer.name}.commit {cpu(lambda c=commit: c(act, st)):.1f}")
-    if wall.gate.audit is not None:
+    audit = wall.gate.audit
+    if audit is not None:
         d = Decision(Verdict.ALLOW, act, ())
         parts.append("Gate.record (audit entry, redaction, MerkleAuditLog.append with its "
                      f"flusher's commits) {cpu(lambda: wall.gate.record(d, st, duration_ms=0.1)):.1f}")
+        wall.gate.audit = None  # the same decision with no audit entry: the gate's own cost
+        try:
+            parts.append(f"Session.decide without the audit entry {cpu(lambda: s.decide(act)):.1f}")
+        finally:
+            wall.gate.audit = audit
     return f"{alone}; {total}, of which: " + "; ".join(parts) + " µs"

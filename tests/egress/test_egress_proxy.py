@@ -512,6 +512,23 @@ audit: {{path: audit.db}}
         assert ask("GET", "/cli").startswith(b"HTTP/1.1 200")
         denied = ask("DELETE", "/cli")
         assert denied.startswith(b"HTTP/1.1 403") and b"method_not_allowed" in denied
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:  # no credential at all
+            s.settimeout(10)
+            s.connect(str(sock))
+            s.sendall(f"GET http://127.0.0.1:{upstream.port}/nocred HTTP/1.1\r\n\r\n".encode())
+            assert s.recv(1000).startswith(b"HTTP/1.1 407")
+        # The command audits refusals made before any session: the entry is committed
+        # by the audit writer within its batch delay.
+        import sqlite3
+
+        rules: list[str] = []
+        deadline = time.monotonic() + 10
+        while "|egress.proxy_auth|" not in rules and time.monotonic() < deadline:
+            time.sleep(0.1)
+            if (tmp_path / "audit.db").exists():
+                with sqlite3.connect(tmp_path / "audit.db") as db:
+                    rules = [r for (r,) in db.execute("SELECT rules FROM entries")]
+        assert "|egress.proxy_auth|" in rules and "|policy.method_not_allowed|" in rules
     finally:
         proc.terminate()
         proc.wait(10)

@@ -159,11 +159,13 @@ def session_decider(wall: Shieldwall) -> Decide:
     lock = threading.Lock()
 
     def decide(ident: ProxyIdentity, action: Egress) -> Decision:
-        with lock:
-            s = sessions.get(ident)
-            if s is None:
-                s = wall.session(agent=ident.agent, role=ident.role, task=ident.task)
-                sessions[ident] = s
+        s = sessions.get(ident)  # a dict read is atomic; the lock guards the first open
+        if s is None:
+            with lock:
+                s = sessions.get(ident)
+                if s is None:
+                    s = wall.session(agent=ident.agent, role=ident.role, task=ident.task)
+                    sessions[ident] = s
         d: Decision = s.decide(action)
         return d
 

@@ -5,7 +5,10 @@ Every request is an ``Egress`` action decided by a ``decide(identity, egress)`` 
 :func:`session_decider`). Plain-HTTP requests are read whole and inspected; ``CONNECT``
 opens a tunnel only to an allowed host and port. Refusals are ``403`` with an
 ``X-Shieldwall-Reason`` header naming the rule ids. The proxy connects to the address
-the egress policy checked (pinned DNS), never by name.
+the egress policy checked (pinned DNS), never by name. Refusals made before any decision
+(no or a wrong credential, a malformed, oversized or too slow request, the connection
+limit) go to the ``refused`` hook; :func:`audit_early_refusals` writes them to the audit
+log, so a probe that never gets a session still leaves a trace.
 
 Robustness: request heads have a size limit (431) and a deadline (408, so slowloris
 clients cannot hold a slot), bodies have a size limit (413) and a deadline, malformed

@@ -105,3 +105,23 @@ def test_sampling_request_carrying_an_injection_never_reaches_the_client_model(t
     assert client.sampled == ["Summarize this document:\nMinutes of the Tuesday meeting."]
     assert "refused sampling/createMessage from asker-server" in log.read_text()
     assert [c["tool"] for c in calls(rec)] == ["summarize", "summarize"]
+
+
+def test_policy_can_forbid_server_requests_to_the_client(tmp_path: Path, rec: Path) -> None:
+    """`mcp.server_requests` is an allow-list: a server that asks for sampling when only
+    roots are allowed is refused, audited as a deny, and the client's model never sees it."""
+    pol = write_policy(tmp_path, POLICY.replace('pin: "off"', 'pin: "off"\n  server_requests: [roots]'))
+    client = Client()
+
+    async def main() -> None:
+        with anyio.fail_after(40):
+            async with stdio_session(_wrap(pol, rec), **client.callbacks()) as s:
+                res = await s.call_tool("summarize", {"text": "Quarterly revenue grew 4%."})
+                assert "mcp.server_request_not_allowed" in text_of(res)
+                assert text_of(await s.call_tool("roots", {})) == "file:///work/project"
+
+    anyio.run(main)
+    assert client.sampled == [] and client.roots_asked == 1
+    asked = [e for e in audit_entries(tmp_path / "audit.db") if e.get("kind") == "mcp_server_request"]
+    assert [(e["tool"], e["verdict"]) for e in asked] == [("sampling/createMessage", "deny"),
+                                                          ("roots/list", "allow")]

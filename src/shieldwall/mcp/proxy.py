@@ -34,7 +34,7 @@ import anyio.abc
 import anyio.from_thread
 import anyio.to_thread
 
-from ..actions import Action, Decision, ToolCall, ToolResult, Verdict
+from ..actions import Action, Decision, Finding, ToolCall, ToolResult, Verdict
 from ..errors import Denied, ShieldwallError
 from ..tools import JsonSchemaValidator, ToolSpec
 from .pin import PinState, ToolManifest
@@ -483,6 +483,16 @@ def check_server_request(wall: Shieldwall, session: Session, server: str, method
     elif method == "elicitation/create":
         text = str(params.get("message") or "")
         summary = {"chars": len(text), "mode": params.get("mode", "form")}
+    kind = method.split("/", 1)[0]
+    allowed = wall.policy.mcp.server_requests
+    if kind in ("sampling", "elicitation", "roots") and kind not in allowed:
+        f = Finding("mcp", "mcp.server_request_not_allowed",
+                    f"server {server!r} sent {method}, which the policy does not let servers ask "
+                    f"of the client (mcp.server_requests: {', '.join(allowed) or 'none'})",
+                    Verdict.DENY, evidence=method)
+        wall.gate.record(Decision(Verdict.DENY, ServerRequest(method, server, summary), (f,)), state,
+                         event="mcp.server_request")
+        return f"Shieldwall refused this {method} request (mcp.server_request_not_allowed)"
     wall.gate.record(Decision(Verdict.ALLOW, ServerRequest(method, server, summary)), state,
                      event="mcp.server_request")
     if not text:

@@ -47,6 +47,12 @@ class McpSection(BaseModel):
         default="enforce",
         description="enforce: tools must match the lock; tofu: pin on first start, then "
         "enforce; warn: report drift but allow; off: no pinning")
+    server_requests: list[Literal["sampling", "elicitation", "roots"]] = Field(
+        default_factory=lambda: ["sampling", "elicitation", "roots"],
+        description="requests an MCP server may send to the client through the gateway "
+        "(sampling/createMessage, elicitation/create, roots/list); others are refused with "
+        "an error to the server and audited. Sampling and elicitation text is scanned as "
+        "untrusted input either way")
     max_result_bytes: int = Field(default=256 * 1024, ge=1024,
                                   description="tool results larger than this are truncated")
     sandbox: bool = Field(default=False,

@@ -12,6 +12,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
+ServerRequestKind = Literal["sampling", "elicitation", "roots"]
+_SERVER_REQUESTS: tuple[ServerRequestKind, ...] = ("sampling", "elicitation", "roots")
 
 
 class McpToken(BaseModel):
@@ -47,8 +49,8 @@ class McpSection(BaseModel):
         default="enforce",
         description="enforce: tools must match the lock; tofu: pin on first start, then "
         "enforce; warn: report drift but allow; off: no pinning")
-    server_requests: list[Literal["sampling", "elicitation", "roots"]] = Field(
-        default_factory=lambda: ["sampling", "elicitation", "roots"],
+    server_requests: list[ServerRequestKind] = Field(
+        default_factory=lambda: list(_SERVER_REQUESTS),
         description="requests an MCP server may send to the client through the gateway "
         "(sampling/createMessage, elicitation/create, roots/list); others are refused with "
         "an error to the server and audited. Sampling and elicitation text is scanned as "

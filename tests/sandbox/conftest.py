@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -39,7 +40,27 @@ def backend_name(request: pytest.FixtureRequest) -> str:
 
 
 def open_sandbox(name: str, limits: Limits = SMALL, **kw: object) -> Sandbox:
+    """A sandbox whose runs are all set up on the run's clock, unless ``premake`` is
+    given: tests that want a pre-made sandbox (``shieldwall.sandbox.premade``) ask for
+    one and check that it was used, so each test takes one known path."""
+    kw.setdefault("premake", False)
     return Sandbox(limits, backend=name, allow_weak=(name == "process"), **kw)  # type: ignore[arg-type]
+
+
+def premade_ready(sb: Sandbox, spare: bool = False) -> None:
+    """Wait until bwrap has pre-made the next run's sandbox for ``sb`` (or, ``spare``,
+    a spare work directory with its sandbox for the next new Sandbox)."""
+    b = sb.backend
+    end = time.monotonic() + 20
+    while time.monotonic() < end:
+        if spare:
+            sp = b._spare  # type: ignore[attr-defined]
+            if sp is not None and b.premade_ready(sp[0].path):  # type: ignore[attr-defined]
+                return
+        elif b.premade_ready(sb.workdir):  # type: ignore[attr-defined]
+            return
+        time.sleep(0.01)
+    pytest.fail("nothing was pre-made within 20 s")
 
 
 @pytest.fixture

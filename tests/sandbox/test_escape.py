@@ -25,7 +25,7 @@ import pytest
 from shieldwall.sandbox import ErrorKind, RunResult, Sandbox
 from shieldwall.sandbox.workspace import PathEscape
 
-from .conftest import SMALL, backend_or_skip, open_sandbox
+from .conftest import SMALL, backend_or_skip, open_sandbox, premade_ready
 
 X86 = platform.machine() == "x86_64"
 
@@ -499,20 +499,29 @@ def test_attack_is_contained(backend_name: str, attack: Attack, host: Host,
 
 
 @pytest.mark.bwrap
+@pytest.mark.parametrize("how", ["next_run", "spare"])
 @pytest.mark.parametrize("attack", ATTACKS, ids=[a.name for a in ATTACKS])
-def test_attack_is_contained_in_a_premade_sandbox(attack: Attack, host: Host,
+def test_attack_is_contained_in_a_premade_sandbox(attack: Attack, how: str, host: Host,
                                                   host_canary: str) -> None:
     """The same attacks, run by a sandbox that bwrap set up ahead of the run (see
-    ``shieldwall.sandbox.premade``): the program is exec'd by the parked waiter."""
+    ``shieldwall.sandbox.premade``): the program is exec'd by the parked waiter. next_run:
+    the second run of one Sandbox; spare: the first run of a new Sandbox that adopted a
+    spare work directory (the gate's one-run sandboxes)."""
     b = _claimed_or_skip("bwrap", attack)
-    with open_sandbox("bwrap", premake=True) as sb:
-        assert sb.run_code("pass", limits=attack.limits).ok  # sets up the next one
-        end = time.monotonic() + 20
-        while not b.premade_ready(sb.workdir) and time.monotonic() < end:
-            time.sleep(0.01)
+    with open_sandbox("bwrap", premake=True if how == "next_run" else None) as first:
+        assert first.run_code("pass", limits=attack.limits).ok  # sets up the next one
+        premade_ready(first, spare=how == "spare")
+        if how == "next_run":
+            served = b.premade_runs
+            _attack(first, attack, host, host_canary)
+            assert b.premade_runs == served + 1, "the attack ran cold"
+            return
+    spare = b._spare[0].path
+    with open_sandbox("bwrap", premake=None) as sb:
+        assert sb.workdir == spare
         served = b.premade_runs
         _attack(sb, attack, host, host_canary)
-        assert b.premade_runs == served + 1, "the attack did not run in the pre-made sandbox"
+        assert b.premade_runs == served + 1, "the attack ran cold"
 
 
 def test_suite_has_at_least_thirty_attacks() -> None:

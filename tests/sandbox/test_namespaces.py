@@ -10,7 +10,7 @@ import pytest
 from shieldwall.sandbox import Sandbox
 from shieldwall.sandbox.pool import WarmPool
 
-from .conftest import SMALL, backend_or_skip
+from .conftest import SMALL, backend_or_skip, premade_ready
 
 pytestmark = pytest.mark.bwrap
 
@@ -54,14 +54,6 @@ def test_each_run_gets_its_own_namespaces() -> None:
 
 # ----------------------------------------------------------------- pre-made sandboxes
 
-def _premade_ready(sb: Sandbox) -> None:
-    b = sb.backend
-    end = time.monotonic() + 20
-    while not b.premade_ready(sb.workdir) and time.monotonic() < end:  # type: ignore[attr-defined]
-        time.sleep(0.01)
-    assert b.premade_ready(sb.workdir)  # type: ignore[attr-defined]
-
-
 def _premade_pids(sb: Sandbox) -> list[int]:
     """Host pids of the pre-made sandbox waiting for ``sb``: bwrap and its waiter."""
     cache = sb.backend._premades  # type: ignore[attr-defined]
@@ -78,8 +70,8 @@ def test_premade_sandboxes_have_namespaces_of_their_own() -> None:
     with Sandbox(SMALL, backend="bwrap", premake=True) as a, \
             Sandbox(SMALL, backend="bwrap", premake=True) as b:
         assert a.run_code("pass").ok and b.run_code("pass").ok
-        _premade_ready(a)
-        _premade_ready(b)
+        premade_ready(a)
+        premade_ready(b)
         # both are alive at once, so equal namespace ids would mean shared namespaces
         wa, wb = _premade_pids(a)[-1], _premade_pids(b)[-1]
         na = {n: os.readlink(f"/proc/{wa}/ns/{n}") for n in host}
@@ -100,7 +92,7 @@ def test_premade_sandbox_starts_from_nothing_left_by_the_last_run() -> None:
                             ".write('x'); open('kept', 'w').write('x'); import os; "
                             "os.environ['LEFT'] = '1'")
         assert first.ok, first
-        _premade_ready(sb)
+        premade_ready(sb)
         served = sb.backend.premade_runs  # type: ignore[attr-defined]
         r = sb.run_code("import os; print(os.path.exists('/tmp/left'), "
                         "os.path.exists('/dev/shm/left'), os.path.exists('kept'), "
@@ -116,7 +108,7 @@ def test_secrets_reach_a_premade_sandbox_only_at_dispatch() -> None:
     with Sandbox(SMALL, backend="bwrap", premake=True, secrets={"TOKEN": value},
                  env={"PLAIN": "visible"}) as sb:
         assert sb.run_code("pass").ok
-        _premade_ready(sb)
+        premade_ready(sb)
         for pid in _premade_pids(sb):
             for f in ("cmdline", "environ"):
                 assert value.encode() not in open(f"/proc/{pid}/{f}", "rb").read()
@@ -132,7 +124,7 @@ def test_a_run_with_other_options_does_not_use_the_premade_sandbox() -> None:
     backend_or_skip("bwrap")
     with Sandbox(SMALL, backend="bwrap", premake=True) as sb:
         assert sb.run_code("pass").ok
-        _premade_ready(sb)
+        premade_ready(sb)
         served = sb.backend.premade_runs  # type: ignore[attr-defined]
         r = sb.run_code("import os; s = os.statvfs('/tmp'); print(s.f_blocks * s.f_frsize)",
                         limits={"tmp_bytes": 1 << 20})
@@ -145,7 +137,7 @@ def test_closing_a_sandbox_ends_its_premade_sandbox() -> None:
     backend_or_skip("bwrap")
     sb = Sandbox(SMALL, backend="bwrap", premake=True)
     assert sb.run_code("pass").ok
-    _premade_ready(sb)
+    premade_ready(sb)
     pids = _premade_pids(sb)
     sb.close()
     assert not sb.backend.premade_ready(sb.workdir)  # type: ignore[attr-defined]
@@ -153,3 +145,40 @@ def test_closing_a_sandbox_ends_its_premade_sandbox() -> None:
     while time.monotonic() < end and any(os.path.exists(f"/proc/{p}") for p in pids):
         time.sleep(0.02)
     assert not any(os.path.exists(f"/proc/{p}") for p in pids)
+
+
+def test_a_new_sandbox_adopts_a_fresh_spare_work_directory() -> None:
+    backend_or_skip("bwrap")
+    with Sandbox(SMALL, backend="bwrap") as first:
+        assert first.run_code("open('mine', 'w').write('x')").ok
+        premade_ready(first, spare=True)
+        b = first.backend
+        spare_wd, spare_uid = b._spare  # type: ignore[attr-defined]
+        first_uid = os.stat(first.workdir).st_uid
+    with Sandbox(SMALL, backend="bwrap") as sb:
+        assert sb.workdir == spare_wd.path and b._spare is None  # type: ignore[attr-defined]
+        assert sb.list_files() == []  # nothing of the first sandbox's files
+        if os.geteuid() == 0:  # its own fresh host uid, as any new sandbox gets
+            assert os.stat(sb.workdir).st_uid == spare_uid != first_uid
+        served = b.premade_runs  # type: ignore[attr-defined]
+        r = sb.run_code("import os; print(os.listdir('.'), os.getpid())")
+        assert r.stdout.split() == ["[]", "1"], r
+        assert b.premade_runs == served + 1  # type: ignore[attr-defined]
+
+
+def test_a_spare_is_not_adopted_for_another_quota_nor_with_premake_off() -> None:
+    backend_or_skip("bwrap")
+    with Sandbox(SMALL, backend="bwrap") as first:
+        assert first.run_code("pass").ok
+        premade_ready(first, spare=True)
+        b = first.backend
+    spare = b._spare[0].path  # type: ignore[attr-defined]
+    with Sandbox(SMALL, backend="bwrap", premake=False) as sb:
+        assert sb.workdir != spare and b._spare is not None  # type: ignore[attr-defined]
+    bigger = Sandbox(SMALL.merged({"disk_bytes": SMALL.disk_bytes * 2}), backend="bwrap")
+    with bigger as sb:
+        assert sb.workdir != spare
+        assert not os.path.exists(spare)  # the unfit spare was removed
+        if os.geteuid() == 0:  # the quota is a tmpfs of exactly that size
+            r = sb.run_code("import os; s = os.statvfs('.'); print(s.f_blocks * s.f_frsize)")
+            assert int(r.stdout) == SMALL.disk_bytes * 2

@@ -71,12 +71,22 @@ class Sandbox:
         if workspace is not None:
             persistent = Path(workspaces_dir or default_workspaces_dir()) / check_name(workspace)
             persistent.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._uid = _sandbox_uid(self.backend)
-        gid = None if self._uid is None else 65534
-        self._wd = WorkDir(self.limits.disk_bytes, self._uid, gid, persistent=persistent)
-        prep = getattr(self.backend, "prepare_workdir", None)
-        if prep is not None and not self._wd.mounted:
-            prep(self._wd.path, self._uid)
+        from .bwrap import BwrapBackend
+
+        self._bwrap = self.backend if isinstance(self.backend, BwrapBackend) else None
+        self._ephemeral = persistent is None
+        adopted = None
+        if self._bwrap is not None and self._ephemeral and premake is not False:
+            adopted = self._bwrap.adopt_workdir(self.limits.disk_bytes)
+        if adopted is not None:  # fresh, prepared while the last new sandbox settled
+            self._wd, self._uid = adopted
+        else:
+            self._uid = _sandbox_uid(self.backend)
+            gid = None if self._uid is None else 65534
+            self._wd = WorkDir(self.limits.disk_bytes, self._uid, gid, persistent=persistent)
+            prep = getattr(self.backend, "prepare_workdir", None)
+            if prep is not None and not self._wd.mounted:
+                prep(self._wd.path, self._uid)
         self._closed = False
         self._runs = 0
         self._premake = premake
@@ -126,13 +136,14 @@ class Sandbox:
     def _execute(self, spec: RunSpec) -> RunResult:
         """By default a sandbox that has already run once is taken to run again: from its
         second run on, bwrap sets the next run's sandbox up in the background (fresh for
-        that run, see :mod:`shieldwall.sandbox.premade`). A one-run sandbox makes none."""
+        that run, see :mod:`shieldwall.sandbox.premade`). After the first run of a new
+        ephemeral sandbox, bwrap prepares a spare work directory and its sandbox for the
+        next new sandbox instead (one sandbox per run, as the gate's ``CodeRun`` does)."""
         self._runs += 1
-        from .bwrap import BwrapBackend
-
-        if isinstance(self.backend, BwrapBackend):
+        if self._bwrap is not None:
             premake = self._runs > 1 if self._premake is None else self._premake
-            return self.backend.execute(spec, premake_next=premake)
+            spare = self._premake is not False and self._ephemeral and self._runs == 1
+            return self._bwrap.execute(spec, premake_next=premake, spare_next=spare)
         return self.backend.execute(spec)
 
     def run_code(self, code: str, *, language: str = "python", stdin: bytes = b"",

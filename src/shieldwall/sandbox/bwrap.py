@@ -33,6 +33,7 @@ import secrets
 import select
 import shutil
 import tempfile
+import threading
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -43,6 +44,7 @@ from .launcher import LauncherPool
 from .premade import WAITER_SRC, Premade, PremadeCache
 from .runner import Launch, Started, finish, rlimits_for, start
 from .types import ErrorKind, RunResult, RunSpec
+from .workspace import WorkDir, default_root
 
 SANDBOX_UID = 65534  # the uid *inside* the sandbox (and gVisor's guest uid)
 SANDBOX_GID = 65534
@@ -97,6 +99,11 @@ class BwrapBackend:
         self._pool = LauncherPool(self._layout, namespaces=os.geteuid() == 0)
         self._premades = PremadeCache(self._pool)
         self.premade_runs = 0  # runs served by a pre-made sandbox (tests, the bench)
+        self._spare: tuple[WorkDir, int | None] | None = None
+        self._spare_lock = threading.Lock()
+        self._spare_making = False
+        self._closing = False
+        atexit.register(self._close_spare)
         if self._layout is None:  # no pids cgroup: RLIMIT_NPROC is no bound for root
             self.guarantees = GUARANTEES - {"pids_limit"}
         self._etc: str | None = None
@@ -243,10 +250,14 @@ class BwrapBackend:
                 with contextlib.suppress(OSError):
                     os.close(fd)
 
-    def execute(self, spec: RunSpec, premake_next: bool = False) -> RunResult:
+    def execute(self, spec: RunSpec, premake_next: bool = False,
+                spare_next: bool = False) -> RunResult:
         """One run. ``premake_next``: afterwards, set up a sandbox with the same options in
         the background for the next run (see :mod:`.premade`); a run whose sandbox was
-        pre-made that way uses it, whatever this flag says."""
+        pre-made that way uses it, whatever this flag says. ``spare_next``: afterwards,
+        prepare a spare ephemeral work directory with a sandbox pre-made for it, for the
+        next new :class:`~shieldwall.sandbox.Sandbox` with the same options (see
+        :meth:`adopt_workdir`)."""
         ok, why = self.available()
         if not ok:
             return RunResult("", "", None, ErrorKind.SANDBOX_ERROR, backend=self.name,
@@ -267,6 +278,8 @@ class BwrapBackend:
             template = replace(spec, argv=(), env={}, secrets={}, stdin=b"")
             self._premades.want(key, spec.workdir,
                                 lambda: self._make_premade(template, key))
+        if key is not None and spare_next:
+            self._want_spare(spec)
         if r.exit_code == 1 and r.stderr.startswith("bwrap: ") and not r.stdout:
             # bwrap itself failed to set up the sandbox (e.g. a bind source not reachable
             # by uid 65534): nothing of the program ran
@@ -278,6 +291,69 @@ class BwrapBackend:
     def forget(self, workdir: str) -> None:
         """Discard what was pre-made for ``workdir`` (its sandbox is closing)."""
         self._premades.forget(workdir)
+
+    # ----------------------------------------------------------------- spare work dirs
+    def adopt_workdir(self, disk_bytes: int) -> tuple[WorkDir, int | None] | None:
+        """A spare ephemeral work directory (fresh tmpfs of ``disk_bytes`` under the
+        default root, a fresh host uid, nothing run in it yet) whose sandbox is already
+        pre-made for the options of the last new sandbox's run; None when there is none.
+        The caller owns it from now on. A sandbox made with other options still gets a
+        correct run: its first run goes cold and the pre-made one is discarded."""
+        with self._spare_lock:
+            spare, self._spare = self._spare, None
+        if spare is None:
+            return None
+        wd, uid = spare
+        if wd.disk_bytes != disk_bytes or Path(wd.outer).parent != default_root():
+            self._drop_spare(wd)
+            return None
+        return wd, uid
+
+    def _want_spare(self, spec: RunSpec) -> None:
+        template = replace(spec, argv=(), env={}, secrets={}, stdin=b"", workdir="",
+                           host_uid=None)
+        with self._spare_lock:
+            if self._spare_making or self._closing:
+                return
+            self._spare_making = True
+        self._premades.want(("spare",), "", lambda: self._make_spare(template))
+
+    def _make_spare(self, template: RunSpec) -> None:
+        wd: WorkDir | None = None
+        try:
+            uid = host_ids() if self._root else None
+            wd = WorkDir(template.limits.disk_bytes, uid, SANDBOX_GID if self._root else None)
+            if not wd.mounted:
+                self.prepare_workdir(wd.path, uid)
+            spec = replace(template, workdir=wd.path, host_uid=uid)
+            key = self._premade_key(spec)
+            if key is not None:
+                self._premades.put(self._make_premade(spec, key))
+            with self._spare_lock:
+                old, self._spare = self._spare, (wd, uid)
+                if self._closing:
+                    old, self._spare = self._spare, None
+            wd = None
+            if old is not None:
+                self._drop_spare(old[0])
+        except OSError:
+            pass
+        finally:
+            if wd is not None:
+                self._drop_spare(wd)
+            with self._spare_lock:
+                self._spare_making = False
+
+    def _drop_spare(self, wd: WorkDir) -> None:
+        self._premades.forget(wd.path)
+        wd.close(save=False)
+
+    def _close_spare(self) -> None:
+        with self._spare_lock:
+            self._closing = True
+            spare, self._spare = self._spare, None
+        if spare is not None:
+            self._drop_spare(spare[0])
 
     def premade_ready(self, workdir: str) -> bool:
         """Whether a pre-made sandbox for ``workdir`` is waiting (set up or setting up)."""

@@ -91,7 +91,10 @@ class Premade:
         pool.release(self.parked)
 
 
-Maker = Callable[[], Premade]
+# Makes a pre-made sandbox, or does other set-up work and returns None. Always on the
+# cache's own long-lived thread: bwrap's --die-with-parent is a parent-death signal, which
+# Linux sends when the *thread* that started the launcher ends, not the process.
+Maker = Callable[[], "Premade | None"]
 
 
 class PremadeCache:
@@ -131,6 +134,20 @@ class PremadeCache:
             self._thread.start()
         self._wake.set()
 
+    def put(self, pm: Premade) -> None:
+        """Cache one made elsewhere (a spare work directory's, see ``BwrapBackend``)."""
+        with self._lock:
+            old = self._ready.pop(pm.key, None)
+            evict: list[Premade] = [] if old is None else [old]
+            if self._closed:
+                evict.append(pm)
+            else:
+                self._ready[pm.key] = pm
+                while len(self._ready) > self.size:
+                    evict.append(self._ready.pop(next(iter(self._ready))))
+        for p in evict:
+            p.discard(self.pool)
+
     def forget(self, workdir: str) -> None:
         """Drop what was made for ``workdir`` (its sandbox is closing)."""
         with self._lock:
@@ -160,6 +177,8 @@ class PremadeCache:
                 try:
                     pm = make()
                 except OSError:
+                    pm = None
+                if pm is None:
                     with self._lock:
                         self._making = None
                     continue

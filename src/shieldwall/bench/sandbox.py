@@ -21,12 +21,15 @@ def command(
     import os
     import subprocess
     import time
+    from collections.abc import Callable
 
     from rich.console import Console
     from rich.table import Table
 
-    from ..sandbox import Limits, Sandbox, backends
+    from ..sandbox import Limits, RunResult, Sandbox, backends
+    from ..sandbox.bwrap import BwrapBackend
     from ..sandbox.pool import WarmPool
+    from ..sandbox.types import Backend
     from . import percentile, write_markdown
 
     console = Console()
@@ -45,6 +48,50 @@ def command(
         rows.append(row)
         table.add_row(*row)
 
+    def measure(label: str, argv: list[str], runs: int, one_run: Callable[[], RunResult],
+                ready: Callable[[], bool] | None = None) -> list[str]:
+        """Interleave ``runs`` host runs of ``argv`` with ``runs`` sandboxed ones."""
+        t_sb: list[float] = []
+        t_host: list[float] = []
+        for _ in range(runs):  # interleaved, so load on the machine hits both
+            t = time.perf_counter()
+            subprocess.run(argv, check=False)
+            t_host.append(time.perf_counter() - t)
+            end = time.monotonic() + 10
+            while ready is not None and not ready() and time.monotonic() < end:
+                time.sleep(0.002)
+            time.sleep(settle)  # background refills finish, as between agent steps
+            t = time.perf_counter()
+            r = one_run()
+            t_sb.append(time.perf_counter() - t)
+            if r.exit_code != 0:
+                raise SystemExit(f"{label} failed: {r.error} {r.stderr[-300:]}")
+            time.sleep(settle)
+        p50, host = percentile(t_sb, 50), percentile(t_host, 50)
+        lo, host_lo = min(t_sb), min(t_host)
+        return [str(runs), f"{p50 * 1e3:.1f}", f"{percentile(t_sb, 90) * 1e3:.1f}",
+                f"{host * 1e3:.1f}", f"{p50 / host:.2f}", f"{lo * 1e3:.1f}",
+                f"{host_lo * 1e3:.1f}", f"{lo / host_lo:.2f}"]
+
+    def runner(b: Backend, sb: Sandbox, mode: bool | str | None,
+               inside: list[str]) -> Callable[[], RunResult]:
+        if mode == "new":
+            def fresh_sandbox() -> RunResult:
+                with Sandbox(limits, backend=b) as fresh:
+                    return fresh.run(inside)
+            return fresh_sandbox
+        if b.name == "wasm":
+            return lambda: sb.run_code("pass")
+        return lambda: sb.run(inside)
+
+    def readiness(b: Backend, sb: Sandbox, mode: bool | str | None) -> Callable[[], bool] | None:
+        if not isinstance(b, BwrapBackend) or mode is False:
+            return None
+        if mode == "new":
+            return b.spare_ready
+        return lambda: b.premade_ready(sb.workdir)
+
+    premade_counts: list[str] = []
     for name in [b.strip() for b in backends_.split(",") if b.strip()]:
         try:
             b = backends.get(name, allow_weak=True)
@@ -52,33 +99,33 @@ def command(
             add([name, "-", "0", "-", "-", "-", f"unavailable: {e}"[:60], "-", "-", "-"])
             continue
         runs = n if name in ("bwrap", "process") else max(3, n // 3)
-        with Sandbox(limits, backend=b) as sb:
-            if name == "wasm":
-                b.compiled()  # type: ignore[attr-defined]  # one-time compile, not timed
-            for label, argv in cmds.items():
-                if name == "wasm" and label == "true":
-                    continue
-                inside = [b.python, "-c", "pass"] if label != "true" else argv
-                # warm-up (page cache, launcher pool)
-                sb.run_code("pass") if name == "wasm" else sb.run(inside)
-                t_sb: list[float] = []
-                t_host: list[float] = []
-                for _ in range(runs):  # interleaved, so load on the machine hits both
-                    t = time.perf_counter()
-                    subprocess.run(argv, check=False)
-                    t_host.append(time.perf_counter() - t)
-                    time.sleep(settle)  # the launcher pool refills, as between agent steps
-                    t = time.perf_counter()
-                    r = (sb.run_code("pass") if name == "wasm" else sb.run(inside))
-                    t_sb.append(time.perf_counter() - t)
-                    if r.exit_code != 0:
-                        raise SystemExit(f"{name} {label} failed: {r.error} {r.stderr[-300:]}")
-                    time.sleep(settle)
-                p50, host = percentile(t_sb, 50), percentile(t_host, 50)
-                lo, host_lo = min(t_sb), min(t_host)
-                add([name, label, str(runs), f"{p50 * 1e3:.1f}", f"{percentile(t_sb, 90) * 1e3:.1f}",
-                     f"{host * 1e3:.1f}", f"{p50 / host:.2f}", f"{lo * 1e3:.1f}",
-                     f"{host_lo * 1e3:.1f}", f"{lo / host_lo:.2f}"])
+        # bwrap three ways: one Sandbox run again and again (from its second run, each
+        # run's sandbox is pre-made while the last one settles); the same with nothing
+        # pre-made (everything on the run's clock); a new Sandbox per run, constructed
+        # and closed on the clock (the gate's CodeRun; it adopts a spare work directory)
+        variants = ([("bwrap", None), ("bwrap, nothing pre-made", False),
+                     ("bwrap, new Sandbox per run", "new")] if name == "bwrap"
+                    else [(name, None)])
+        for row_name, mode in variants:
+            premake = mode if isinstance(mode, bool) or mode is None else None
+            served0 = getattr(b, "premade_runs", 0)
+            with Sandbox(limits, backend=b, premake=premake) as sb:
+                if name == "wasm":
+                    b.compiled()  # type: ignore[attr-defined]  # one-time compile, not timed
+                for label, argv in cmds.items():
+                    if name == "wasm" and label == "true":
+                        continue
+                    inside = [b.python, "-c", "pass"] if label != "true" else argv
+
+                    one_run = runner(b, sb, mode, inside)
+                    ready = readiness(b, sb, mode)
+                    one_run()  # warm-up (page cache, launcher pool)
+                    one_run()
+                    add([row_name, label, *measure(f"{row_name} {label}", argv, runs, one_run,
+                                                   ready)])
+            if name == "bwrap":
+                premade_counts.append(
+                    f"{row_name}: {getattr(b, 'premade_runs', 0) - served0}")
 
     # warm pool (bwrap): pre-started one-shot sandboxes
     try:
@@ -124,11 +171,21 @@ def command(
         f"Load average (1 min) at start {load_start[0]:.2f}, at end {os.getloadavg()[0]:.2f}: "
         "a sandboxed run is a chain of several processes (launcher, bwrap, its child), "
         "each of which waits for a CPU on a loaded machine, so p50 ratios grow with load.",
-        "bwrap cold path: a parked launcher (already in its cgroup and, as root, in fresh "
-        "network/IPC/UTS namespaces) receives the run and executes bwrap, which makes the "
-        "user, pid, mount and cgroup namespaces; the program is pid 1 of its pid namespace "
-        "(no reaper); the parent reaps it via a pidfd. Warm pool argv: the zygote starts the "
-        "command with posix_spawn (no fork of the interpreter).",
+        "bwrap, nothing pre-made: a parked launcher (already in its cgroup and, as root, in "
+        "fresh network/IPC/UTS namespaces) receives the run and executes bwrap, which makes "
+        "the user, pid, mount and cgroup namespaces, mounts, pivots and loads the seccomp "
+        "filter on the run's clock; the program is pid 1 of its pid namespace (no reaper); "
+        "the parent reaps it via a pidfd.",
+        "bwrap (the default for a Sandbox run more than once): after a run, bwrap is started "
+        "again with the same options around a parked waiter, which execs the next run's "
+        "program (a fresh sandbox per run; the program itself starts cold, by execve; see "
+        "`shieldwall.sandbox.premade`). bwrap, new Sandbox per run: `with Sandbox(...) as sb: "
+        "sb.run(...)` timed whole; the Sandbox adopts a spare work directory (fresh tmpfs, "
+        "fresh host uid) whose sandbox was pre-made after the previous Sandbox's run. The "
+        "bench waits until the pre-made sandbox is parked, as it does for the warm pool. "
+        "Runs served by a pre-made sandbox: " + ", ".join(premade_counts) + ".",
+        "Warm pool argv: the zygote starts the command with posix_spawn (no fork of the "
+        "interpreter).",
     ]
     path = write_markdown("sandbox", "shieldwall bench sandbox", header, rows, notes, out)
     console.print(f"wrote {path}")

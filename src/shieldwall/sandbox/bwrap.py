@@ -355,6 +355,12 @@ class BwrapBackend:
         if spare is not None:
             self._drop_spare(spare[0])
 
+    def spare_ready(self) -> bool:
+        """Whether a spare work directory with its pre-made sandbox is waiting."""
+        with self._spare_lock:
+            spare = self._spare
+        return spare is not None and self._premades.ready_for(spare[0].path)
+
     def premade_ready(self, workdir: str) -> bool:
         """Whether a pre-made sandbox for ``workdir`` is waiting (set up or setting up)."""
         return self._premades.ready_for(workdir)

@@ -54,8 +54,7 @@ def premade_ready(sb: Sandbox, spare: bool = False) -> None:
     end = time.monotonic() + 20
     while time.monotonic() < end:
         if spare:
-            sp = b._spare  # type: ignore[attr-defined]
-            if sp is not None and b.premade_ready(sp[0].path):  # type: ignore[attr-defined]
+            if b.spare_ready():  # type: ignore[attr-defined]
                 return
         elif b.premade_ready(sb.workdir):  # type: ignore[attr-defined]
             return

@@ -424,11 +424,13 @@ class BwrapBackend:
     def _start_premade(self, pm: Premade, spec: RunSpec) -> Started | None:
         """Dispatch the run to its pre-made sandbox; None: it is gone, run cold."""
         lim = spec.limits
+        base = (0, 0)
         try:
             if pm.parked.cgroup is not None:
                 self._pool.limits_hint = (lim.memory_bytes, lim.pids)
                 pm.parked.cgroup.set_limits(lim.memory_bytes, lim.pids)
                 pm.parked.cgroup.reset_peak()
+                base = pm.parked.cgroup.cpu_us()
         except OSError:
             pm.discard(self._pool)
             return None
@@ -443,7 +445,7 @@ class BwrapBackend:
             uid=_run_uid(spec, self._root), gid=SANDBOX_GID if self._root else None,
             stdin=spec.stdin,
             secrets=spec.secrets, disk_usage=lambda: dir_usage(spec.workdir),
-            signal_exit_codes=True,
+            signal_exit_codes=True, cpu_base_us=base,
         )
         return Started(launch, pm.parked)
 

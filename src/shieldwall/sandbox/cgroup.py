@@ -261,6 +261,22 @@ class RunCgroup:
                 out["cpu_sys_us"] = int(sy) // 1000 if sy.isdigit() else 0
         return out
 
+    @property
+    def counts_cpu(self) -> bool:
+        """Whether the group accounts CPU time (v2, or v1 with a cpuacct group)."""
+        return bool(self.dirs) and (self.layout.version == 2 or len(self.dirs) > 2)
+
+    def cpu_us(self) -> tuple[int, int]:
+        """(user, system) CPU microseconds used in the group so far (0, 0 if unknown)."""
+        if self.layout.version == 2 and self.dirs:
+            cs = self._kv(self._read(self.dirs[0], "cpu.stat"))
+            return cs.get("user_usec", 0), cs.get("system_usec", 0)
+        if len(self.dirs) > 2:
+            u = self._read(self.dirs[2], "cpuacct.usage_user").strip()
+            sy = self._read(self.dirs[2], "cpuacct.usage_sys").strip()
+            return (int(u) // 1000 if u.isdigit() else 0, int(sy) // 1000 if sy.isdigit() else 0)
+        return 0, 0
+
     def pids(self) -> list[int]:
         seen: set[int] = set()
         for d in self.dirs:

@@ -96,6 +96,9 @@ class Launch:
     # stop the run once the cgroup has used this much CPU (for runtimes that do not enforce
     # RLIMIT_CPU themselves, e.g. gVisor's Sentry)
     cpu_watch_s: float | None = None
+    # CPU (user, system) microseconds the run's group had used before the program started
+    # (a pre-made sandbox's set-up and waiter): not the program's, left out of its usage
+    cpu_base_us: tuple[int, int] = (0, 0)
 
 
 @dataclass
@@ -255,8 +258,14 @@ def _collect(launch: Launch, parked: Parked, stdin: bytes, t0: float,
     if stopped is not None:
         exit_code, sig = None, sig or signal.SIGKILL
     disk = launch.disk_usage() if launch.disk_usage else 0
-    cpu_user = max(rusage.ru_utime if rusage else 0.0, cg_stats.get("cpu_user_us", 0) / 1e6)
-    cpu_sys = max(rusage.ru_stime if rusage else 0.0, cg_stats.get("cpu_sys_us", 0) / 1e6)
+    if cgroup is not None and cgroup.counts_cpu:
+        # the group holds exactly the run's processes (and, before the program, a
+        # pre-made sandbox's set-up, subtracted); rusage would add the launcher's start-up
+        cpu_user = max(0, cg_stats.get("cpu_user_us", 0) - launch.cpu_base_us[0]) / 1e6
+        cpu_sys = max(0, cg_stats.get("cpu_sys_us", 0) - launch.cpu_base_us[1]) / 1e6
+    else:
+        cpu_user = rusage.ru_utime if rusage else 0.0
+        cpu_sys = rusage.ru_stime if rusage else 0.0
     usage = Usage(
         wall_s=wall, cpu_user_s=cpu_user, cpu_sys_s=cpu_sys,
         max_rss_bytes=(rusage.ru_maxrss * 1024) if rusage else 0,

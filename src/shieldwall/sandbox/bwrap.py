@@ -20,7 +20,15 @@ network (loopback only, up), IPC and UTS (hostname ``sandbox``) namespaces befor
 is dispatched, so bwrap makes only the user, pid, mount and cgroup namespaces on the
 run's clock; the sandbox's user namespace is a child of the host's, so it holds no
 capability over those namespaces, as before. Long-lived stdio commands
-(:mod:`.stdio`) get bwrap's own namespaces and its reaper.
+(:mod:`.stdio`) get bwrap's own namespaces and its reaper. The launcher leads a fresh
+session without a controlling terminal, so one-shot runs skip bwrap's ``--new-session``
+(the seccomp filter refuses ``TIOCSTI`` as well).
+
+A :class:`~shieldwall.sandbox.Sandbox` that runs again gets the next run's sandbox set up
+in the background (:mod:`.premade`): the same bwrap, options and isolation, started ahead
+around a waiter that ``execve``s the program at dispatch, one sandbox per run. A new
+ephemeral Sandbox may adopt a spare work directory prepared the same way after the last
+new Sandbox's run (:meth:`BwrapBackend.adopt_workdir`).
 """
 
 from __future__ import annotations

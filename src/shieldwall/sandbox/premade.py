@@ -18,7 +18,10 @@ zygote). Secrets and the environment reach the waiter only at dispatch, over the
 never in an argv. A pre-made sandbox is keyed by every bwrap option of the run (work
 directory, extra paths, tmpfs sizes, network mode), the host uid and the rlimits, so a
 run can only be served by one made for precisely its sandbox; anything else runs cold.
-The waiter's own start-up (a few ms of CPU) counts toward ``RLIMIT_CPU`` of the run.
+The waiter's own start-up (a few ms of CPU) counts toward ``RLIMIT_CPU`` of the run (the
+reported usage leaves it out). Bind mounts are made when the sandbox is pre-made: a path
+that is *replaced* in between (a new inode under the same name, e.g. a restarted proxy's
+socket) is seen as it was; files changed in place are seen as they are.
 """
 
 from __future__ import annotations

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 
@@ -182,3 +185,28 @@ def test_a_spare_is_not_adopted_for_another_quota_nor_with_premake_off() -> None
         if os.geteuid() == 0:  # the quota is a tmpfs of exactly that size
             r = sb.run_code("import os; s = os.statvfs('.'); print(s.f_blocks * s.f_frsize)")
             assert int(r.stdout) == SMALL.disk_bytes * 2
+
+
+def test_a_bind_source_replaced_since_premaking_is_not_served_stale() -> None:
+    backend_or_skip("bwrap")
+    base = Path(tempfile.mkdtemp(prefix="shieldwall-ro-", dir="/tmp"))
+    try:
+        base.chmod(0o755)
+        data = base / "data"
+        for text in ("old", "new"):
+            if data.exists():
+                data.rename(base / "data.old")  # replaced: a new inode under the same name
+            data.mkdir(mode=0o755)
+            (data / "f").write_text(text)
+            (data / "f").chmod(0o644)
+            if text == "old":
+                sb = Sandbox(SMALL, backend="bwrap", premake=True, ro_paths=[str(data)])
+                assert sb.run_code(f"print(open('{data}/f').read())").stdout == "old\n"
+                premade_ready(sb)
+        served = sb.backend.premade_runs  # type: ignore[attr-defined]
+        r = sb.run_code(f"print(open('{data}/f').read())")
+        assert r.stdout == "new\n", r
+        assert sb.backend.premade_runs == served  # type: ignore[attr-defined]
+        sb.close()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

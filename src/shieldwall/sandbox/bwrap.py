@@ -381,7 +381,16 @@ class BwrapBackend:
         opts = self._options(spec, prejoined=self._pool.namespaces, as_pid_1=True, env=False,
                              new_session=False)
         rl = self._rlimits(spec)
-        return (spec.workdir, _run_uid(spec, self._root), tuple(opts), tuple(rl))
+        # what each bind names now: a path replaced since (e.g. a restarted proxy's
+        # socket) no longer matches what a pre-made sandbox bound
+        sources = [spec.workdir, *spec.ro_paths, *spec.rw_paths]
+        if spec.network == "proxy" and spec.proxy_socket:
+            sources.append(spec.proxy_socket)
+        try:
+            inodes = tuple((st.st_dev, st.st_ino) for st in map(os.stat, sources))
+        except OSError:
+            return None
+        return (spec.workdir, _run_uid(spec, self._root), tuple(opts), tuple(rl), inodes)
 
     def _rlimits(self, spec: RunSpec) -> list[tuple[int, int]]:
         has_cg = self._layout is not None

@@ -18,10 +18,11 @@ zygote). Secrets and the environment reach the waiter only at dispatch, over the
 never in an argv. A pre-made sandbox is keyed by every bwrap option of the run (work
 directory, extra paths, tmpfs sizes, network mode), the host uid and the rlimits, so a
 run can only be served by one made for precisely its sandbox; anything else runs cold.
-The waiter's own start-up (a few ms of CPU) counts toward ``RLIMIT_CPU`` of the run (the
-reported usage leaves it out). Bind mounts are made when the sandbox is pre-made: a path
-that is *replaced* in between (a new inode under the same name, e.g. a restarted proxy's
-socket) is seen as it was; files changed in place are seen as they are.
+The key also holds the device and inode that each bind source (work directory, extra
+paths, the egress proxy's socket) names, so a path replaced since the sandbox was pre-made
+(e.g. a restarted proxy's socket) sends the run down the cold path too. The waiter's own
+start-up (a few ms of CPU) counts toward ``RLIMIT_CPU`` of the run (the reported usage
+leaves it out).
 """
 
 from __future__ import annotations

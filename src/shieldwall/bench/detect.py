@@ -127,9 +127,12 @@ def command(
     injection.scan("warm up")
     model = classifier.default_model()
     zthr = math.log(model.threshold / (1 - model.threshold))
+    doc = classifier.doc_model()
+    dthr = math.log(doc.threshold / (1 - doc.threshold)) if doc is not None else zthr
     det: dict[str, dict[int, tuple[bool, float, float]]] = {
         "shieldwall/combined": {}, "shieldwall/rules": {}, "shieldwall/classifier": {},
-        "shieldwall/combined-no-channel": {}, "shieldwall/heuristics-only": {}}
+        "shieldwall/combined-no-channel": {}, "shieldwall/combined-rule-support": {},
+        "shieldwall/heuristics-only": {}}
     heur_ms: list[float] = []
     for i, s in enumerate(samples):
         t0 = time.perf_counter()
@@ -140,11 +143,17 @@ def command(
         rr = injection.scan(s.text, use_model=False, channel=s.channel)
         det["shieldwall/rules"][i] = (rr.score >= 0.5, rr.score, (time.perf_counter() - t0) * 1000)
         t0 = time.perf_counter()
-        z, _ = model.logits(normalise(s.text).scan_text)
+        chm, thr = (doc, dthr) if s.channel == "tool" and doc is not None else (model, zthr)
+        z, _ = chm.logits(normalise(s.text).scan_text)
         cms = (time.perf_counter() - t0) * 1000
-        cs = 1 / (1 + math.exp(-(z - zthr)))
+        cs = 1 / (1 + math.exp(-(z - thr)))
         det["shieldwall/classifier"][i] = (cs >= 0.5, cs, cms)
-        both = max(cs, rr.score)
+        if doc is not None:
+            ro = injection.scan(s.text, channel=s.channel, doc_model=False)
+            det["shieldwall/combined-rule-support"][i] = (ro.score >= 0.5, ro.score, ms)
+        zp, _ = model.logits(normalise(s.text).scan_text)
+        cp = 1 / (1 + math.exp(-(zp - zthr)))
+        both = max(cp, rr.score)
         det["shieldwall/combined-no-channel"][i] = (both >= 0.5, both, ms)
         t0 = time.perf_counter()
         hits = heuristics.scan(normalise(s.text).scan_text)
@@ -215,15 +224,20 @@ def command(
               f"{os.cpu_count()} CPUs, Python {platform.python_version()}. "
               f"Run: `shieldwall bench detect` ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}).\n")
     card = classifier.default_model().card
-    md.append(f"Shieldwall classifier: `{card['name']}` ({card['kind']}), threshold "
+    md.append(f"Shieldwall classifiers: prompt channel `{card['name']}` ({card['kind']}), threshold "
               f"{card['threshold']:.4f} set for {card['threshold_rule']}. Rules: "
               f"{len(heuristics.RULES)} multilingual patterns in one RE2 set. Combined = "
-              "max(rules, classifier, decoded payloads), each scaled so 0.5 is its own threshold; "
-              "in tool outputs/documents the classifier counts only when a rule also fires "
-              "(`combined-no-channel` lets it decide alone at its prompt threshold everywhere, "
-              "for comparison; the card's stricter document threshold "
-              f"{card.get('tool_threshold', 1.0):.4f}, {card.get('tool_threshold_rule', 'none')}, "
-              "is off by default). "
+              "max(rules, classifier, decoded payloads), each scaled so 0.5 is its own threshold.\n")
+    if doc is not None:
+        md.append(f"Tool outputs/documents: the document model `{doc.card['name']}` ({doc.card['kind']}, "
+                  f"trained with synthetic tool outputs as well), threshold {doc.threshold:.4f} set for "
+                  f"{doc.card['threshold_rule']}, decides on its own. "
+                  "`combined-rule-support` is the previous default for comparison: in tool outputs the "
+                  "prompt model counts only when a rule also fires. ")
+    else:
+        md.append("In tool outputs/documents the classifier counts only when a rule also fires. ")
+    md.append("`combined-no-channel` lets the prompt model decide alone at its prompt threshold everywhere. "
+              "`classifier` is the channel's model alone. "
               "`rules` = normalisation + decoding + rules; `heuristics-only` = normalisation + "
               "rules, no decoding.\n")
     md.append("Rule-writing caveat: the rule set names publicly known attack phrasings, including "
@@ -235,7 +249,8 @@ def command(
               "comparison; the shipped thresholds were set on validation data only). Binary "
               "scanners have a single operating point.\n")
     table = Table(*header, title="injection detection")
-    order = ["shieldwall/combined", "shieldwall/combined-no-channel", "shieldwall/rules",
+    order = ["shieldwall/combined", "shieldwall/combined-rule-support", "shieldwall/combined-no-channel",
+             "shieldwall/rules",
              "shieldwall/heuristics-only", "shieldwall/classifier",
              *sorted(k for k in det if not k.startswith("shieldwall/"))]
     md.append("## By data set and channel\n")
@@ -269,7 +284,7 @@ def command(
     total_chars = {i: len(s.text.encode()) for i, s in enumerate(samples)}
     for name in order:
         got = det[name]
-        if name == "shieldwall/combined-no-channel":
+        if name in ("shieldwall/combined-no-channel", "shieldwall/combined-rule-support") or not got:
             continue
         times = [v[2] for v in got.values()]
         chars = sum(total_chars[i] for i in got)

@@ -5,9 +5,10 @@ n-grams and how many buckets is a :class:`FeatureSpec` recorded in the model's c
 defaults, char 3-5-grams + word 1-2-grams in 2**18 buckets, are those of cards without
 one). The model is a logistic regression trained by
 ``scripts/train_detector.py`` and shipped as ``models/injection-ngram.npz`` with a JSON
-card. A text is scored in windows (512 characters, stride 256) and the highest window
-wins: an instruction buried in a long tool result is not diluted by the pages around
-it. Because features are counts scaled by 1/sqrt(n-grams in the window), every window's
+card; a second one, ``models/injection-ngram-doc``, is trained with synthetic tool outputs
+and long-form documents for the document channel. A text is scored in windows (512
+characters, stride 256) and the highest window wins: an instruction buried in a long
+tool result is not diluted by the pages around it. Because features are counts scaled by 1/sqrt(n-grams in the window), every window's
 logit comes from two prefix sums over the text, so scoring all windows costs about as
 much as scoring the text once.
 """
@@ -35,6 +36,7 @@ WINDOW = 512
 STRIDE = 256
 MODEL_DIR = Path(__file__).parent / "models"
 MODEL_NAME = "injection-ngram"
+DOC_MODEL_NAME = "injection-ngram-doc"  # the same kind of model, trained for tool outputs and documents
 
 _WS = re.compile(r"\s+")
 _WORD = re.compile(r"\w+")
@@ -224,6 +226,16 @@ def load(path: Path) -> NgramModel:
 def default_model() -> NgramModel:
     """The shipped model (loaded once; no network, no download)."""
     return load(MODEL_DIR / MODEL_NAME)
+
+
+@lru_cache(maxsize=1)
+def doc_model() -> NgramModel | None:
+    """The document-channel model (tool outputs, retrieved documents, e-mails, pages), or
+    ``None`` when none ships. Its threshold was set on benign validation documents."""
+    path = MODEL_DIR / DOC_MODEL_NAME
+    if not path.with_suffix(".npz").exists():
+        return None
+    return load(path)
 
 
 def scan(text: str) -> list[Hit]:

@@ -4,15 +4,16 @@ Scores are put on one scale where 0.5 is each part's own threshold (the classifi
 from its card, the rules' :data:`RULE_THRESHOLD`), so "flagged" is ``score >= 0.5`` and
 the combined score is the maximum of the parts.
 
-Channels. In a user prompt the classifier decides on its own. In a tool output or a
-document (``channel="tool"``) it needs support from at least one rule (or, only with
-``classifier_alone_in_tools=True``, a score above the card's stricter ``tool_threshold``,
-set for 0.2% FPR on validation documents; off by default because out of distribution it
-let 23% of garak's clean documents through as attacks): the n-gram model was trained mostly on
-prompts, and long structured text it has never seen (WHOIS records, key-value dumps,
-task templates) can score high for no reason. Measured out of distribution this is the
-difference between 15-25% and under 1% false positives on documents; a classifier-only
-score between the two thresholds is kept as an advisory hit.
+Channels. In a user prompt the prompt model decides on its own. In a tool output or a
+document (``channel="tool"``) the document model (``classifier.doc_model()``: the same kind
+of n-gram model, trained also on synthetic tool outputs with and without spliced
+injections and on benign long-form text in many languages, its threshold set for 0.2% FPR
+on each benign validation document set) decides on its own. Without a shipped document
+model, or with ``doc_model=False``, the previous behaviour holds: the prompt model needs
+support from at least one rule (or, only with ``classifier_alone_in_tools=True``, a score
+above the card's stricter ``tool_threshold``), because a model trained mostly on prompts
+scores long structured text it has never seen (WHOIS records, key-value dumps, task
+templates) high for no reason; a classifier-only score there is kept as an advisory hit.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def rule_scale(hs: float, threshold: float = RULE_THRESHOLD) -> float:
 
 def scan(text: str, *, use_model: bool = True, decode: bool = True,
          rule_threshold: float = RULE_THRESHOLD, channel: str = "user",
-         classifier_alone_in_tools: bool = False) -> InjectionResult:
+         classifier_alone_in_tools: bool = False, doc_model: bool = True) -> InjectionResult:
     """Scan one text for injected instructions. ``channel`` is ``"user"`` (a prompt) or
     ``"tool"`` (tool output, retrieved document, e-mail, web page)."""
     text = text[:MAX_SCAN]
@@ -70,7 +71,15 @@ def scan(text: str, *, use_model: bool = True, decode: bool = True,
     rs = rule_scale(heuristics.combine(rule_hits), rule_threshold)
     ms = -1.0
     model = classifier.default_model() if use_model else None
-    if model is not None:
+    doc = classifier.doc_model() if use_model and doc_model and channel == "tool" else None
+    if doc is not None:
+        z, span = doc.logits(view)
+        ms = _sig(z - _logit(doc.threshold))
+        if ms >= 0.5:
+            hits.append(Hit("detect.injection.classifier",
+                            f"document injection classifier above its threshold ({_sig(z):.3f})",
+                            score=_sig(z), span=span, evidence=classifier.prepare(view)[span[0]:span[0] + 80]))
+    elif model is not None:
         z, span = model.logits(view)
         ms = _sig(z - _logit(model.threshold))
         evidence = classifier.prepare(view)[span[0]:span[0] + 80]
@@ -96,7 +105,8 @@ def scan(text: str, *, use_model: bool = True, decode: bool = True,
             if len(d.text.strip()) < 8:
                 continue
             sub = scan(d.text, use_model=use_model, decode=False, rule_threshold=rule_threshold,
-                       channel=channel, classifier_alone_in_tools=classifier_alone_in_tools)
+                       channel=channel, classifier_alone_in_tools=classifier_alone_in_tools,
+                       doc_model=doc_model)
             if sub.flagged:
                 hits.append(Hit("detect.injection.encoded",
                                 f"{d.kind}-encoded text (depth {d.depth}) holds an injection",

@@ -299,15 +299,31 @@ _Q_TEMPLATES = [
     "Write a Python function to {y}.", "What are the pros and cons of {x}?", "Draft an e-mail to {z} about {x}.",
     "Create a study plan for {x}.", "Compare {x} and {w}.", "Write a product description for {x}.",
     "Fix the grammar: {s}", "Answer the question: {s}", "Continue the text: {s}",
+    "I'm writing a blog post about {x}. Can you suggest a structure?", "Is it safe to {y}?",
+    "My manager asked me to {y}. Where do I start?", "Summarise what experts say about {x}.",
+    "You are a tutor. Teach me {x} step by step.", "Act as a travel agent and plan a weekend in Lisbon.",
+    "From now on, reply in bullet points. First question: what is {x}?",
 ]
 _XS = ["photosynthesis", "a mechanical keyboard", "the French revolution", "remote work", "compound interest",
        "black holes", "a vegan lasagne", "Kubernetes", "prompt engineering", "a system prompt",
        "jailbreak detection", "the previous instructions in a recipe", "an override clause in a contract",
-       "a password manager", "electric cars", "the admin panel", "machine learning", "sourdough bread"]
+       "a password manager", "electric cars", "the admin panel", "machine learning", "sourdough bread",
+       "how chatbots follow instructions", "the instructions on a medicine label", "AI safety research",
+       "prompt injection attacks", "role-playing games", "the developer console in a browser",
+       "the command line", "operating system updates", "the rules of chess", "hidden layers in neural nets",
+       "secret Santa", "a bank transfer", "two-factor authentication", "confidential e-mail etiquette",
+       "large language models", "a company's internal policies", "the system administrator's job",
+       "how to write good instructions", "a new set of house rules", "ignoring distractions while studying",
+       "forgetting names", "acting classes", "a sandbox game", "the terms of service of a website"]
 _YS = ["sort a list of dictionaries by date", "reset my router", "ignore whitespace in a diff",
        "write a cover letter", "cancel my subscription", "override a method in Java", "forget a Wi-Fi network",
        "disable notifications on my phone", "print a PDF in landscape", "delete a git branch",
-       "bypass a paywall legally with my library card", "export a chat history"]
+       "bypass a paywall legally with my library card", "export a chat history",
+       "write a system prompt for a customer-support bot", "make my assistant answer in French",
+       "ignore files in git", "show hidden files on a Mac", "reveal saved Wi-Fi passwords on my own laptop",
+       "turn off developer mode on Android", "send an e-mail to all attendees", "transfer money between my accounts",
+       "disregard outliers in a dataset", "set new instructions for my smart speaker", "pretend-play with kids",
+       "act confident in an interview"]
 _ZS = ["my landlord", "the team", "a customer", "my professor", "HR", "our supplier"]
 
 

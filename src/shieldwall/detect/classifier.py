@@ -1,16 +1,16 @@
 """A small learned injection classifier that runs on numpy alone.
 
-Features are hashed character and word n-grams of the normalised, lower-cased text; which
-n-grams and how many buckets is a :class:`FeatureSpec` recorded in the model's card (the
-defaults, char 3-5-grams + word 1-2-grams in 2**18 buckets, are those of cards without
-one). The model is a logistic regression trained by
+Features are hashed character and word n-grams of the normalised, lower-cased text;
+which n-grams and how many buckets is a :class:`FeatureSpec` recorded in the model's
+card (the defaults, char 3-5-grams + word 1-2-grams in 2**18 buckets, are those of cards
+without one). The model is a logistic regression trained by
 ``scripts/train_detector.py`` and shipped as ``models/injection-ngram.npz`` with a JSON
-card; a second one, ``models/injection-ngram-doc``, is trained with synthetic tool outputs
-and long-form documents for the document channel. A text is scored in windows (512
-characters, stride 256) and the highest window wins: an instruction buried in a long
-tool result is not diluted by the pages around it. Because features are counts scaled by 1/sqrt(n-grams in the window), every window's
-logit comes from two prefix sums over the text, so scoring all windows costs about as
-much as scoring the text once.
+card; a second one, ``models/injection-ngram-doc``, is trained with synthetic tool
+outputs and long-form documents for the document channel. A text is scored in windows
+(512 characters, stride 256) and the highest window wins: an instruction buried in a
+long tool result is not diluted by the pages around it. Because features are counts
+scaled by 1/sqrt(n-grams in the window), every window's logit comes from two prefix sums
+over the text, so scoring all windows costs about as much as scoring the text once.
 """
 
 from __future__ import annotations

@@ -73,7 +73,9 @@ def run(
     limits = Limits(wall_s=wall, cpu_s=cpu, memory_bytes=parse_size(memory), pids=pids,
                     disk_bytes=parse_size(disk))
     try:
-        with Sandbox(limits, backend=backend, allow_weak=allow_weak, workspace=workspace) as sb:
+        # one run and the process ends: nothing to pre-make for a next one
+        with Sandbox(limits, backend=backend, allow_weak=allow_weak, workspace=workspace,
+                     premake=False) as sb:
             r = sb.run_code(code) if code is not None else sb.run(argv or [])
     except SandboxError as e:
         typer.secho(str(e), fg="red", err=True)

@@ -4,6 +4,8 @@ audited (real Shieldwall, real bwrap)."""
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -175,3 +177,33 @@ def test_empty_sandbox_section_validates() -> None:
     p = Policy.model_validate({"version": 1, "sandbox": {}})
     assert p.sandbox.backend == "auto" and p.sandbox.allow_weak is False
     assert os.environ.get("SHIELDWALL_SECRET_SVC_KEY") is None
+
+
+def test_policy_extra_paths_reach_the_run_read_only_and_read_write(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    backend_or_skip("bwrap")
+    monkeypatch.setenv("SHIELDWALL_SECRET_SVC_KEY", SECRET)
+    base = Path(tempfile.mkdtemp(prefix="shieldwall-paths-", dir="/tmp"))
+    try:
+        base.chmod(0o755)
+        ro, rw = base / "ro", base / "rw"
+        ro.mkdir(mode=0o755)
+        rw.mkdir()
+        (ro / "model.txt").write_text("weights")
+        (ro / "model.txt").chmod(0o644)
+        if os.geteuid() == 0:  # the sandbox's host uid is in group 65534 (see bwrap.py)
+            os.chown(rw, 0, 65534)
+        rw.chmod(0o775 if os.geteuid() == 0 else 0o777)
+        w = Shieldwall(policy(ro_paths=[str(ro)], rw_paths=[str(rw)]), base_dir=tmp_path,
+                       audit=False)
+        code = (f"print(open('{ro}/model.txt').read())\n"
+                f"try:\n    open('{ro}/x', 'w')\nexcept OSError as e:\n    print('ro', e.errno)\n"
+                f"open('{rw}/out.txt', 'w').write('result')\n")
+        with w.session(agent="bot", role="coder") as s:
+            r = run_code(s, code)
+        assert r.ok, (r.stderr, r.message)
+        assert r.stdout.split() == ["weights", "ro", "30"]  # EROFS
+        assert (rw / "out.txt").read_text() == "result"
+        assert not (ro / "x").exists()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

@@ -276,7 +276,8 @@ class BwrapBackend:
             pm = self._premades.take(key)
             if pm is not None:
                 started = self._start_premade(pm, spec)
-                self.premade_runs += started is not None
+                if started is not None:
+                    self.premade_runs += 1
         if started is None:
             started = self.start(spec)
         if isinstance(started, RunResult):
@@ -370,7 +371,7 @@ class BwrapBackend:
         return spare is not None and self._premades.ready_for(spare[0].path)
 
     def premade_ready(self, workdir: str) -> bool:
-        """Whether a pre-made sandbox for ``workdir`` is waiting (set up or setting up)."""
+        """Whether a pre-made sandbox for ``workdir`` is set up and its waiter parked."""
         return self._premades.ready_for(workdir)
 
     def _premade_key(self, spec: RunSpec) -> tuple[object, ...] | None:

@@ -140,7 +140,14 @@ def test_kept_upstream_connections_serve_one_agent(pt: ProxyThread, rawsrv: Raw)
     # Each agent's requests (three client connections each) reuse one upstream connection,
     # and no upstream connection ever carries both agents' requests.
     assert len(oper) == 1 and len(reader) == 1 and not oper & reader
-    agents = {key[0].agent for key in pt.proxy.pooled()}
+    # The loop thread returns a connection to the pool just after writing the response,
+    # so this thread may look a moment early: wait for it.
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        agents = {key[0].agent for key in pt.proxy.pooled()}
+        if agents == {"oper-bot", "reader-bot"}:
+            break
+        time.sleep(0.01)
     assert agents == {"oper-bot", "reader-bot"}
 
 

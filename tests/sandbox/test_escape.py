@@ -510,12 +510,13 @@ def test_attack_is_contained_in_a_premade_sandbox(attack: Attack, how: str, host
     b = _claimed_or_skip("bwrap", attack)
     with open_sandbox("bwrap", premake=True if how == "next_run" else None) as first:
         assert first.run_code("pass", limits=attack.limits).ok  # sets up the next one
-        premade_ready(first, spare=how == "spare")
         if how == "next_run":
+            premade_ready(first)
             served = b.premade_runs
             _attack(first, attack, host, host_canary)
             assert b.premade_runs == served + 1, "the attack ran cold"
             return
+    premade_ready(first, spare=True)  # made once the first sandbox closed
     spare = b._spare[0].path
     with open_sandbox("bwrap", premake=None) as sb:
         assert sb.workdir == spare

@@ -154,10 +154,10 @@ def test_a_new_sandbox_adopts_a_fresh_spare_work_directory() -> None:
     backend_or_skip("bwrap")
     with Sandbox(SMALL, backend="bwrap") as first:
         assert first.run_code("open('mine', 'w').write('x')").ok
-        premade_ready(first, spare=True)
         b = first.backend
-        spare_wd, spare_uid = b._spare  # type: ignore[attr-defined]
         first_uid = os.stat(first.workdir).st_uid
+    premade_ready(first, spare=True)  # made once the first sandbox closed
+    spare_wd, spare_uid = b._spare  # type: ignore[attr-defined]
     with Sandbox(SMALL, backend="bwrap") as sb:
         assert sb.workdir == spare_wd.path and b._spare is None  # type: ignore[attr-defined]
         assert sb.list_files() == []  # nothing of the first sandbox's files
@@ -173,8 +173,8 @@ def test_a_spare_is_not_adopted_for_another_quota_nor_with_premake_off() -> None
     backend_or_skip("bwrap")
     with Sandbox(SMALL, backend="bwrap") as first:
         assert first.run_code("pass").ok
-        premade_ready(first, spare=True)
         b = first.backend
+    premade_ready(first, spare=True)
     spare = b._spare[0].path  # type: ignore[attr-defined]
     with Sandbox(SMALL, backend="bwrap", premake=False) as sb:
         assert sb.workdir != spare and b._spare is not None  # type: ignore[attr-defined]

@@ -90,6 +90,7 @@ class Sandbox:
         self._closed = False
         self._runs = 0
         self._premake = premake
+        self._spare_for: RunSpec | None = None  # the last run, as a spare's template
 
     # ---------------------------------------------------------------- lifecycle
     def __enter__(self) -> Sandbox:
@@ -106,6 +107,10 @@ class Sandbox:
             if forget is not None:
                 forget(self._wd.path)
             self._wd.close(save=True)
+            if self._bwrap is not None and self._spare_for is not None:
+                # the next new sandbox (the gate makes one per CodeRun) may adopt a spare
+                # work directory whose sandbox is set up for the options this one ran with
+                self._bwrap.want_spare(self._spare_for)
 
     @property
     def workdir(self) -> str:
@@ -136,14 +141,15 @@ class Sandbox:
     def _execute(self, spec: RunSpec) -> RunResult:
         """By default a sandbox that has already run once is taken to run again: from its
         second run on, bwrap sets the next run's sandbox up in the background (fresh for
-        that run, see :mod:`shieldwall.sandbox.premade`). After the first run of a new
-        ephemeral sandbox, bwrap prepares a spare work directory and its sandbox for the
-        next new sandbox instead (one sandbox per run, as the gate's ``CodeRun`` does)."""
+        that run, see :mod:`shieldwall.sandbox.premade`). When an ephemeral sandbox that
+        ran closes, bwrap prepares a spare work directory and its sandbox for the next new
+        sandbox (one sandbox per run, as the gate's ``CodeRun`` does)."""
         self._runs += 1
         if self._bwrap is not None:
             premake = self._runs > 1 if self._premake is None else self._premake
-            spare = self._premake is not False and self._ephemeral and self._runs == 1
-            return self._bwrap.execute(spec, premake_next=premake, spare_next=spare)
+            if self._premake is not False and self._ephemeral:
+                self._spare_for = spec
+            return self._bwrap.execute(spec, premake_next=premake)
         return self.backend.execute(spec)
 
     def run_code(self, code: str, *, language: str = "python", stdin: bytes = b"",

@@ -258,14 +258,10 @@ class BwrapBackend:
                 with contextlib.suppress(OSError):
                     os.close(fd)
 
-    def execute(self, spec: RunSpec, premake_next: bool = False,
-                spare_next: bool = False) -> RunResult:
+    def execute(self, spec: RunSpec, premake_next: bool = False) -> RunResult:
         """One run. ``premake_next``: afterwards, set up a sandbox with the same options in
         the background for the next run (see :mod:`.premade`); a run whose sandbox was
-        pre-made that way uses it, whatever this flag says. ``spare_next``: afterwards,
-        prepare a spare ephemeral work directory with a sandbox pre-made for it, for the
-        next new :class:`~shieldwall.sandbox.Sandbox` with the same options (see
-        :meth:`adopt_workdir`)."""
+        pre-made that way uses it, whatever this flag says."""
         ok, why = self.available()
         if not ok:
             return RunResult("", "", None, ErrorKind.SANDBOX_ERROR, backend=self.name,
@@ -287,8 +283,6 @@ class BwrapBackend:
             template = replace(spec, argv=(), env={}, secrets={}, stdin=b"")
             self._premades.want(key, spec.workdir,
                                 lambda: self._make_premade(template, key))
-        if key is not None and spare_next:
-            self._want_spare(spec)
         if r.exit_code == 1 and r.stderr.startswith("bwrap: ") and not r.stdout:
             # bwrap itself failed to set up the sandbox (e.g. a bind source not reachable
             # by uid 65534): nothing of the program ran
@@ -318,7 +312,11 @@ class BwrapBackend:
             return None
         return wd, uid
 
-    def _want_spare(self, spec: RunSpec) -> None:
+    def want_spare(self, spec: RunSpec) -> None:
+        """Prepare, in the background, a spare ephemeral work directory with a sandbox
+        pre-made for it, for the next new Sandbox whose run has ``spec``'s options (its
+        work directory and host uid aside; see :meth:`adopt_workdir`). Called by a
+        closing ephemeral Sandbox, so that the work does not compete with its runs."""
         template = replace(spec, argv=(), env={}, secrets={}, stdin=b"", workdir="",
                            host_uid=None)
         with self._spare_lock:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -207,3 +208,26 @@ def test_policy_extra_paths_reach_the_run_read_only_and_read_write(
         assert not (ro / "x").exists()
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.mark.parametrize("premake", [True, False])
+def test_policy_decides_whether_sandboxes_are_premade(
+        premake: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    b = backend_or_skip("bwrap")
+    monkeypatch.setenv("SHIELDWALL_SECRET_SVC_KEY", SECRET)
+    end = time.monotonic() + 20
+    while b._spare_making and time.monotonic() < end:  # one being made by an earlier test
+        time.sleep(0.01)
+    left = b.adopt_workdir(0)  # take (or drop) any spare left by earlier tests
+    if left is not None:
+        left[0].close(save=False)
+    w = Shieldwall(policy(premake=premake), base_dir=tmp_path, audit=False)
+    served = b.premade_runs
+    with w.session(agent="bot", role="coder") as s:
+        for _ in range(2):
+            assert run_code(s, "pass").ok
+            while b._spare_making and time.monotonic() < end:
+                time.sleep(0.01)
+    # on: each closing CodeRun sandbox leaves a spare that the next one adopts
+    assert (b.premade_runs - served, b._spare is not None) == ((1, True) if premake
+                                                                else (0, False))

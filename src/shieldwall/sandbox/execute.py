@@ -53,6 +53,7 @@ def run_code(session: Session, code: str = "", *, argv: Sequence[str] = (),
         secrets=secrets, workspace=workspace, workspaces_dir=s.workspaces_dir,
         ro_paths=s.ro_paths, rw_paths=s.rw_paths, network=s.network,
         proxy_socket=s.proxy_socket, cgroup_root=s.cgroup_root,
+        premake=None if s.premake else False,
         needs=["subprocesses"] if act.argv or act.language != "python" else [],
     ) as sb:
         for name, data in (files or {}).items():

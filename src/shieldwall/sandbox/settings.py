@@ -27,6 +27,7 @@ class Settings:
     max_code_bytes: int = 1 << 20
     workspaces_dir: str | None = None
     cgroup_root: str | None = None
+    premake: bool = True
 
 
 def resolve(section: SandboxSection, role: str | None, tool: str) -> Settings:
@@ -58,5 +59,5 @@ def resolve(section: SandboxSection, role: str | None, tool: str) -> Settings:
         env=env, ro_paths=tuple(ro), rw_paths=tuple(rw), network=network,
         proxy_socket=section.proxy_socket, languages=languages, workspaces=workspaces,
         max_code_bytes=section.max_code_bytes, workspaces_dir=section.workspaces_dir,
-        cgroup_root=section.cgroup_root,
+        cgroup_root=section.cgroup_root, premake=section.premake,
     )

@@ -151,6 +151,10 @@ class SandboxSection(SandboxGrant):
     workspaces_dir: str | None = Field(default=None,
                                        description="where named workspaces live on the host")
     pool_size: int = Field(default=0, ge=0, le=64, description="warm sandboxes kept started")
+    premake: bool = Field(
+        default=True, description="bwrap: set the next run's sandbox up in the background, "
+                                  "fresh for that run (shieldwall.sandbox.premade); false "
+                                  "puts all of it on each run's clock")
     cgroup_root: str | None = Field(default=None,
                                     description="a delegated cgroup v2 directory, if needed")
     roles: dict[str, SandboxGrant] = Field(default_factory=dict)

@@ -181,7 +181,7 @@ def command(
         "program (a fresh sandbox per run; the program itself starts cold, by execve; see "
         "`shieldwall.sandbox.premade`). bwrap, new Sandbox per run: `with Sandbox(...) as sb: "
         "sb.run(...)` timed whole; the Sandbox adopts a spare work directory (fresh tmpfs, "
-        "fresh host uid) whose sandbox was pre-made after the previous Sandbox's run. The "
+        "fresh host uid) whose sandbox was pre-made when the previous Sandbox closed. The "
         "bench waits until the pre-made sandbox is parked, as it does for the warm pool. "
         "Runs served by a pre-made sandbox: " + ", ".join(premade_counts) + ".",
         "Warm pool argv: the zygote starts the command with posix_spawn (no fork of the "

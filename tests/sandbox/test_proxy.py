@@ -12,9 +12,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from shieldwall.sandbox import Sandbox
+from shieldwall.sandbox import RunResult, Sandbox
 
-from .conftest import SMALL, backend_or_skip
+from .conftest import SMALL, backend_or_skip, premade_ready
 
 pytestmark = pytest.mark.bwrap
 
@@ -48,27 +48,41 @@ def fake_proxy() -> Iterator[tuple[str, list[bytes]]]:
     os.rmdir(d)
 
 
-def test_http_goes_through_the_bridged_proxy_socket(fake_proxy: tuple[str, list[bytes]]) -> None:
+def _run(path: str, code: str, how: str) -> RunResult:
+    """``code`` in proxy mode, in a sandbox set up on the run's clock or pre-made."""
+    with Sandbox(SMALL, backend="bwrap", network="proxy", proxy_socket=path,
+                 premake=how == "premade") as sb:
+        if how == "premade":
+            assert sb.run_code("pass").ok
+            premade_ready(sb)
+        served = sb.backend.premade_runs  # type: ignore[attr-defined]
+        r = sb.run_code(code)
+        assert sb.backend.premade_runs == served + (how == "premade")  # type: ignore[attr-defined]
+        return r
+
+
+@pytest.mark.parametrize("how", ["cold", "premade"])
+def test_http_goes_through_the_bridged_proxy_socket(fake_proxy: tuple[str, list[bytes]],
+                                                    how: str) -> None:
     backend_or_skip("bwrap")
     path, seen = fake_proxy
-    with Sandbox(SMALL, backend="bwrap", network="proxy", proxy_socket=path) as sb:
-        r = sb.run_code(
-            "import urllib.request, os\n"
-            "print(os.environ['HTTP_PROXY'])\n"
-            "print(urllib.request.urlopen('http://example.com/x', timeout=5).read().decode())")
+    r = _run(path, "import urllib.request, os\n"
+                   "print(os.environ['HTTP_PROXY'])\n"
+                   "print(urllib.request.urlopen('http://example.com/x', timeout=5).read().decode())",
+             how)
     assert r.ok, r.stderr
     assert r.stdout == "http://127.0.0.1:3128\nproxied\n"
-    assert seen and seen[0].startswith(b"GET http://example.com/x HTTP/1.1")
+    assert seen and seen[-1].startswith(b"GET http://example.com/x HTTP/1.1")
 
 
-def test_direct_connections_still_fail_in_proxy_mode(fake_proxy: tuple[str, list[bytes]]) -> None:
+@pytest.mark.parametrize("how", ["cold", "premade"])
+def test_direct_connections_still_fail_in_proxy_mode(fake_proxy: tuple[str, list[bytes]],
+                                                     how: str) -> None:
     backend_or_skip("bwrap")
     path, _ = fake_proxy
-    with Sandbox(SMALL, backend="bwrap", network="proxy", proxy_socket=path) as sb:
-        r = sb.run_code(
-            "import socket\n"
-            "try:\n    socket.create_connection(('1.1.1.1', 80), 2); print('LEAK')\n"
-            "except OSError as e:\n    print('BLOCKED')")
+    r = _run(path, "import socket\n"
+                   "try:\n    socket.create_connection(('1.1.1.1', 80), 2); print('LEAK')\n"
+                   "except OSError as e:\n    print('BLOCKED')", how)
     assert r.stdout == "BLOCKED\n"
 
 

@@ -32,11 +32,12 @@ import contextlib
 import json
 import os
 import threading
+import time
 import weakref
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
-from .launcher import LauncherPool, Parked
+from .launcher import HOUSEKEEPING_DELAY_S, LauncherPool, Parked
 
 # Runs inside the finished sandbox (uid 65534, seccomp, no capabilities) until its exec.
 WAITER_SRC = r"""
@@ -171,6 +172,7 @@ class PremadeCache:
         while not self._closed:
             self._wake.wait(timeout=5.0)
             self._wake.clear()
+            time.sleep(HOUSEKEEPING_DELAY_S)  # see .launcher
             while not self._closed:
                 with self._lock:
                     if not self._wanted:

@@ -130,7 +130,11 @@ class WorkDir:
         if self.mounted:
             umount(self.path)
             self.mounted = False
-        shutil.rmtree(self.outer, ignore_errors=True)
+        try:  # after the umount both are empty: two calls, not a tree walk
+            os.rmdir(self.path)
+            os.rmdir(self.outer)
+        except OSError:
+            shutil.rmtree(self.outer, ignore_errors=True)
 
     # ---------------------------------------------------------------- host-side files
     def _open_parent(self, rel: str, create: bool) -> tuple[int, str]:

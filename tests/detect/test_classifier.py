@@ -32,6 +32,19 @@ def test_model_reproduces_recorded_scores() -> None:
         assert got == pytest.approx(item["score"], abs=1e-6), item["text"]
 
 
+DOC_FIXTURE = Path(__file__).parent / "doc_model_scores.json"
+DOC_MODEL = classifier.MODEL_DIR / classifier.DOC_MODEL_NAME
+
+
+def test_document_model_loads_offline_and_reproduces_recorded_scores() -> None:
+    recorded = json.loads(DOC_FIXTURE.read_text())
+    assert hashlib.sha256(DOC_MODEL.with_suffix(".npz").read_bytes()).hexdigest() == recorded["model_sha256"]
+    model = classifier.load(DOC_MODEL)
+    assert model.card["channel"] == "doc"
+    for item in recorded["scores"]:
+        assert model.score(normalise(item["text"]).scan_text) == pytest.approx(item["score"], abs=1e-6)
+
+
 def test_recorded_scores_separate_attacks_from_benign_text() -> None:
     recorded = {r["text"]: r["score"] for r in json.loads(FIXTURE.read_text())["scores"]}
     thr = classifier.default_model().threshold

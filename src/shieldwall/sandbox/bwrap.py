@@ -344,7 +344,7 @@ class BwrapBackend:
             if old is not None:
                 self._drop_spare(old[0])
         except OSError:
-            pass
+            pass  # no spare this time: the next new Sandbox makes its own work directory
         finally:
             if wd is not None:
                 self._drop_spare(wd)
@@ -425,7 +425,7 @@ class BwrapBackend:
             ok, _, _ = select.select([ready_r], [], [], 10.0)
             if not ok or os.read(ready_r, 1) != b"R":
                 raise OSError("the pre-made sandbox did not start")
-        except OSError:
+        except BaseException:
             self._pool.release(parked)
             if wfd >= 0:
                 os.close(wfd)

@@ -57,7 +57,7 @@ if not chunks:
 req = json.loads(b"".join(chunks))
 try:
     os.execvpe(req["argv"][0], req["argv"], req["env"])
-except OSError as e:
+except OSError as e:  # worded as bwrap words it, so both paths report sandbox_error
     os.write(2, ("bwrap: execvp %s: %s\n" % (req["argv"][0], e.strerror)).encode())
     os._exit(1)
 """
@@ -86,14 +86,18 @@ class Premade:
         except OSError:
             return False
         finally:
-            with contextlib.suppress(OSError):
-                os.close(self.ctl)
+            self._close_ctl()
         return True
 
     def discard(self, pool: LauncherPool) -> None:
-        with contextlib.suppress(OSError):
-            os.close(self.ctl)  # the waiter reads EOF and exits
+        self._close_ctl()  # the waiter reads EOF and exits
         pool.release(self.parked)
+
+    def _close_ctl(self) -> None:
+        fd, self.ctl = self.ctl, -1  # never close a number twice: it may be reused
+        if fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 # Makes a pre-made sandbox, or does other set-up work and returns None. Always on the
@@ -141,10 +145,14 @@ class PremadeCache:
 
     def put(self, pm: Premade) -> None:
         """Cache one made elsewhere (a spare work directory's, see ``BwrapBackend``)."""
+        self._store(pm, keep=True)
+
+    def _store(self, pm: Premade, keep: bool) -> None:
+        """Cache ``pm`` (unless not ``keep``, or closed), evicting the oldest beyond size."""
         with self._lock:
             old = self._ready.pop(pm.key, None)
             evict: list[Premade] = [] if old is None else [old]
-            if self._closed:
+            if self._closed or not keep:
                 evict.append(pm)
             else:
                 self._ready[pm.key] = pm
@@ -182,24 +190,12 @@ class PremadeCache:
                     self._forgotten = False
                 try:
                     pm = make()
-                except OSError:
+                except Exception:  # the run that wanted it goes cold instead
                     pm = None
-                if pm is None:
-                    with self._lock:
-                        self._making = None
-                    continue
                 with self._lock:
-                    old = self._ready.pop(key, None)
-                    evict: list[Premade] = [] if old is None else [old]
-                    if self._closed or self._forgotten:
-                        evict.append(pm)
-                    else:
-                        self._ready[key] = pm
-                        while len(self._ready) > self.size:
-                            evict.append(self._ready.pop(next(iter(self._ready))))
-                    self._making = None
-                for p in evict:
-                    p.discard(self.pool)
+                    keep, self._making = not self._forgotten, None
+                if pm is not None:
+                    self._store(pm, keep)
 
     def close(self) -> None:
         self._closed = True

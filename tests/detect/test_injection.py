@@ -99,11 +99,16 @@ def test_document_model_flags_injections_no_rule_names(text: str) -> None:
 
     assert classifier.doc_model() is not None
     assert not injection.scan(text, channel="tool", use_model=False).flagged  # rules alone miss it
-    assert not injection.scan(text, channel="tool", doc_model=False).flagged  # as did the old default
-    r = injection.scan(text, channel="tool")
+    assert not injection.scan(text, channel="tool").flagged  # the default: rule support needed
+    r = injection.scan(text, channel="tool", doc_model=True)
     assert r.flagged and "detect.injection.classifier" in [h.rule for h in r.hits]
 
 
 @pytest.mark.parametrize("text", QUIET_BENIGN)
 def test_document_model_passes_benign_mail_and_readmes_with_orders_to_people(text: str) -> None:
-    assert not injection.scan(text, channel="tool").flagged
+    assert not injection.scan(text, channel="tool", doc_model=True).flagged
+
+
+@pytest.mark.parametrize("text", BENIGN)
+def test_benign_look_alikes_pass_the_document_model(text: str) -> None:
+    assert not injection.scan(text, channel="tool", doc_model=True).flagged

@@ -131,7 +131,7 @@ def command(
     dthr = math.log(doc.threshold / (1 - doc.threshold)) if doc is not None else zthr
     det: dict[str, dict[int, tuple[bool, float, float]]] = {
         "shieldwall/combined": {}, "shieldwall/rules": {}, "shieldwall/classifier": {},
-        "shieldwall/combined-no-channel": {}, "shieldwall/combined-rule-support": {},
+        "shieldwall/combined-no-channel": {}, "shieldwall/combined-doc-model": {},
         "shieldwall/heuristics-only": {}}
     heur_ms: list[float] = []
     for i, s in enumerate(samples):
@@ -149,8 +149,8 @@ def command(
         cs = 1 / (1 + math.exp(-(z - thr)))
         det["shieldwall/classifier"][i] = (cs >= 0.5, cs, cms)
         if doc is not None:
-            ro = injection.scan(s.text, channel=s.channel, doc_model=False)
-            det["shieldwall/combined-rule-support"][i] = (ro.score >= 0.5, ro.score, ms)
+            ro = injection.scan(s.text, channel=s.channel, doc_model=True)
+            det["shieldwall/combined-doc-model"][i] = (ro.score >= 0.5, ro.score, ms)
         zp, _ = model.logits(normalise(s.text).scan_text)
         cp = 1 / (1 + math.exp(-(zp - zthr)))
         both = max(cp, rr.score)
@@ -228,14 +228,13 @@ def command(
               f"{card['threshold']:.4f} set for {card['threshold_rule']}. Rules: "
               f"{len(heuristics.RULES)} multilingual patterns in one RE2 set. Combined = "
               "max(rules, classifier, decoded payloads), each scaled so 0.5 is its own threshold.\n")
+    md.append("In tool outputs/documents the prompt model counts only when a rule also fires (the "
+              "default). ")
     if doc is not None:
-        md.append(f"Tool outputs/documents: the document model `{doc.card['name']}` ({doc.card['kind']}, "
-                  f"trained with synthetic tool outputs as well), threshold {doc.threshold:.4f} set for "
-                  f"{doc.card['threshold_rule']}, decides on its own. "
-                  "`combined-rule-support` is the previous default for comparison: in tool outputs the "
-                  "prompt model counts only when a rule also fires. ")
-    else:
-        md.append("In tool outputs/documents the classifier counts only when a rule also fires. ")
+        md.append(f"`combined-doc-model` (policy `detect.injection.document_model: true`, off by default) "
+                  f"lets the document model `{doc.card['name']}` ({doc.card['kind']}, trained with synthetic "
+                  f"tool outputs as well) decide alone there, threshold {doc.threshold:.4f} set for "
+                  f"{doc.card['threshold_rule']}; `classifier` uses it on the tool channel. ")
     md.append("`combined-no-channel` lets the prompt model decide alone at its prompt threshold everywhere. "
               "`classifier` is the channel's model alone. "
               "`rules` = normalisation + decoding + rules; `heuristics-only` = normalisation + "
@@ -249,7 +248,7 @@ def command(
               "comparison; the shipped thresholds were set on validation data only). Binary "
               "scanners have a single operating point.\n")
     table = Table(*header, title="injection detection")
-    order = ["shieldwall/combined", "shieldwall/combined-rule-support", "shieldwall/combined-no-channel",
+    order = ["shieldwall/combined", "shieldwall/combined-doc-model", "shieldwall/combined-no-channel",
              "shieldwall/rules",
              "shieldwall/heuristics-only", "shieldwall/classifier",
              *sorted(k for k in det if not k.startswith("shieldwall/"))]
@@ -284,7 +283,7 @@ def command(
     total_chars = {i: len(s.text.encode()) for i, s in enumerate(samples)}
     for name in order:
         got = det[name]
-        if name in ("shieldwall/combined-no-channel", "shieldwall/combined-rule-support") or not got:
+        if name in ("shieldwall/combined-no-channel", "shieldwall/combined-doc-model") or not got:
             continue
         times = [v[2] for v in got.values()]
         chars = sum(total_chars[i] for i in got)

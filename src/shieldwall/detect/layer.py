@@ -98,7 +98,8 @@ class _Base:
         inj = self.section.injection
         text = text[: self.section.max_scan_chars]
         res = injection.scan(text, use_model=inj.classifier, decode=inj.decode,
-                             rule_threshold=inj.rule_threshold, channel=channel)
+                             rule_threshold=inj.rule_threshold, channel=channel,
+                             doc_model=inj.document_model)
         flagged = res.score >= inj.threshold
         hits = [h for h in res.hits if h.rule.startswith("detect.injection.")] if flagged else []
         return res, hits

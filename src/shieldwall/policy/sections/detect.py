@@ -36,6 +36,11 @@ class InjectionSettings(_Strict):
                                   description="noisy-or of heuristic rule weights")
     classifier: bool = Field(default=True, description="use the shipped n-gram classifier")
     decode: bool = Field(default=True, description="decode base64/hex/url/rot13 and rescan")
+    document_model: bool = Field(
+        default=False,
+        description="in tool results and documents let the document-channel classifier decide alone "
+        "(more recall; out of distribution it also flags many clean documents, see benchmarks/detect.md); "
+        "off: the prompt classifier counts there only when a heuristic rule agrees")
 
 
 class InputSettings(_Strict):

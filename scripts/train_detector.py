@@ -440,7 +440,7 @@ def main() -> None:
 
 
     card = {
-        "name": clf.MODEL_NAME,
+        "name": args.out.name,
         "kind": (f"logistic regression on hashed char {spec.char_ns[0]}-{spec.char_ns[-1]}-grams"
                  f" + word {spec.word_ns[0]}-{spec.word_ns[-1]}-grams"),
         "dim": spec.dim,
@@ -481,7 +481,7 @@ def main() -> None:
     if args.channel == "doc":
         card["channel"] = "doc"
         card["threshold"] = tool_thr
-        card["threshold_rule"] = card.pop("tool_threshold_rule")
+        card["threshold_rule"] = card.pop("tool_threshold_rule").split("; in tool")[0]
         del card["tool_threshold"]
     clf.save(args.out, w, b, card["threshold"], card)
     loaded = clf.load(args.out)

@@ -234,7 +234,9 @@ def command(
         md.append(f"`combined-doc-model` (policy `detect.injection.document_model: true`, off by default) "
                   f"lets the document model `{doc.card['name']}` ({doc.card['kind']}, trained with synthetic "
                   f"tool outputs as well) decide alone there, threshold {doc.threshold:.4f} set for "
-                  f"{doc.card['threshold_rule']}; `classifier` uses it on the tool channel. ")
+                  f"{doc.card['threshold_rule']}; `classifier` uses it on the tool channel. It is off by "
+                  "default because out of distribution it flags many clean documents (rows below): that "
+                  "default was chosen after seeing these rows; no threshold was. ")
     md.append("`combined-no-channel` lets the prompt model decide alone at its prompt threshold everywhere. "
               "`classifier` is the channel's model alone. "
               "`rules` = normalisation + decoding + rules; `heuristics-only` = normalisation + "

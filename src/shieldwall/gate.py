@@ -109,6 +109,19 @@ class Gate:
                         decision = Decision(Verdict.DENY, current, (
                             *decision.findings, _layer_error(layer.name, f"commit raised {type(e).__name__}: {e}")))
                         break
+        else:
+            # Layers that remember what the session was exposed to also hear of refused
+            # actions (flow: untrusted text refused by the detect room is still taint).
+            for layer, _, _ in chain:
+                refused = getattr(layer, "refused", None)
+                if refused is not None:
+                    try:
+                        refused(decision.action, session)
+                    except Exception as e:
+                        decision = Decision(decision.verdict, decision.action, (
+                            *decision.findings,
+                            _layer_error(layer.name, f"refused() raised {type(e).__name__}: {e}")),
+                            decision.approval)
         for observe in self.observers:
             try:
                 observe(decision, session)

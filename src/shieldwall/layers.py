@@ -52,3 +52,11 @@ class Committing(Protocol):
     (budgets consume a call, flow remembers what a result contained)."""
 
     def commit(self, action: Action, session: SessionState) -> None: ...
+
+
+class Remembering(Protocol):
+    """Optional: a layer told of every refused (deny or ask) action of its kinds, whether or
+    not it ran (flow keeps untrusted text the detect room refused as taint, so a later
+    echo of it by a trusted tool is still recognised)."""
+
+    def refused(self, action: Action, session: SessionState) -> None: ...

@@ -16,6 +16,7 @@ whose store passed ``flow.store.max_entries`` gets ``flow.store_full`` on every 
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -56,6 +57,7 @@ if TYPE_CHECKING:
     from ..wall import Shieldwall
 
 EXTRAS_KEY = "flow"
+_ADDRESS_LIKE = re.compile(r"[@./:0-9]")
 SEEN_KEY = "flow.recorded"  # digests of results already recorded in this session
 _SEEN_MAX = 65536
 _VERDICT = {"allow": Verdict.ALLOW, "ask": Verdict.ASK, "deny": Verdict.DENY}
@@ -152,6 +154,17 @@ class FlowResultLayer:
     def check(self, action: Action, session: SessionState) -> Outcome | None:
         return None
 
+    def refused(self, action: Action, session: SessionState) -> None:
+        """Untrusted content the gate refused (an injection caught by the detect room) is
+        remembered as if it had been shown: the model did not see it, but a trusted tool
+        may later echo the same stored text (an event's description), and its addresses
+        must still count as the attacker's then. Trusted content refused is not vouched for."""
+        if isinstance(action, ModelInput) and not action.trusted:
+            self.commit(action, session)
+        elif (isinstance(action, ToolResult) and action.error is None
+              and not label_for(session.policy, action.tool).trusted):
+            self.commit(action, session)
+
     def commit(self, action: Action, session: SessionState) -> None:
         store = self.ctx.store(session)
         assert store is not None
@@ -168,7 +181,10 @@ class FlowResultLayer:
             if self._recorded(session, action.tool, label.rank, label.trusted, text):
                 return
             prints = self.ctx.fingerprinter.seen(text)
-            store.record(action.tool, label.rank, label.trusted, prints, self.ctx.targets_in(text))
+            targets = self.ctx.targets_in(text)
+            if label.trusted and targets:
+                targets = self._not_echoed(store, text, targets)
+            store.record(action.tool, label.rank, label.trusted, prints, targets)
             return
         # An untrusted result with system-written fields: targets found in those fields
         # count as trusted; every other string (and the fingerprints of all) as untrusted.
@@ -184,6 +200,35 @@ class FlowResultLayer:
             for v in own:
                 keys |= self.ctx.targets_in(v)
             store.mark(untrusted=False, targets=keys)
+
+    def _not_echoed(self, store: FlowStore, text: str, targets: set[str]) -> set[str]:
+        """The targets a trusted result may vouch for. A trusted tool whose result repeats
+        untrusted content (an event's description returned by the tool that added a
+        participant, a file a tool wrote from a web page) does not make the addresses in
+        that content trusted: a target seen so far only in untrusted content stays so when
+        the trusted result also carries that untrusted text (taint laundering). A trusted
+        result that names it independently (a contact list) still vouches for it."""
+        untrusted, _ = store.flags()
+        if not untrusted:
+            return targets
+        keys = list(targets)
+        in_u, in_t, in_n = store.target_hits(keys)
+        suspect = {k for k, u, t, n in zip(keys, in_u, in_t, in_n, strict=True) if u and not t and not n}
+        if not suspect:
+            return targets
+        # What else the result shares with untrusted sources, the suspect values aside
+        # (a contact list naming the address is no echo of the mail that named it too).
+        # Only address-like values (with @ . / : or digits: addresses, URLs, hosts, numbers)
+        # are taken out: plain words and word spans are the very text whose echo is looked for.
+        rest = text
+        for k in sorted((k for k in suspect if _ADDRESS_LIKE.search(k) and not k.startswith("#")),
+                        key=len, reverse=True):
+            rest = re.sub(re.escape(k), " ", rest, flags=re.IGNORECASE)
+        floor = self.ctx.section.fingerprint.min_matches
+        for m in store.match(self.ctx.fingerprinter.query(rest, store.short_lengths())):
+            if not m.source.trusted and (m.exact or m.hits >= min(floor, max(1, m.source.grams))):
+                return targets - suspect
+        return targets
 
     def _recorded(self, session: SessionState, tool: str, rank: int, trusted: bool,
                   text: str) -> bool:

@@ -29,6 +29,10 @@ ORDER_RESULT_SECRETS = 80  # results: redact live secrets first
 ORDER_RESULT_DETECT = 90  # then scan for injection
 ORDER_RESULT_LABEL = 100  # then label/taint and spotlight
 
+# session.extras key: texts a result layer withheld from the result it let through (detect's
+# `on_injection: remove`); the flow room records them as untrusted content, then clears it.
+WITHHELD_KEY = "withheld"
+
 
 @dataclass(slots=True)
 class Outcome:

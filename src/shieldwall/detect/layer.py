@@ -20,9 +20,9 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from ..actions import Action, Finding, ModelInput, ModelOutput, Severity, ToolCall, ToolResult, Verdict
-from ..layers import ORDER_DETECT, ORDER_RESULT_DETECT, ORDER_RESULT_LABEL, Layer, Outcome
+from ..layers import ORDER_DETECT, ORDER_RESULT_DETECT, ORDER_RESULT_LABEL, WITHHELD_KEY, Layer, Outcome
 from ..policy.sections.detect import DetectSection
-from ..values import strings
+from ..values import plain, strings
 from . import canary as canary_mod
 from . import encodings, injection, pii, secrets, urls
 from .base import Hit
@@ -148,8 +148,14 @@ class ResultLayer(_Base):
         if not text:
             return None
         res, hits = self._injection(text, "tool")
-        v = _VERDICT[self.section.results.on_injection]
+        mode = self.section.results.on_injection
         what = f"result of {action.tool}"
+        if hits and mode == "remove":
+            removed = self._remove(action, session, what, hits)
+            if removed is not None:
+                return removed
+            mode = "deny"  # the injection could not be isolated to strings: fail closed
+        v = _VERDICT[mode]
         truncated = len(text) > self.section.max_scan_chars
         out = [_finding(self.name, h, v, what) for h in hits]
         out += [_finding(self.name, h, Verdict.ALLOW, what) for h in res.advisory]
@@ -162,6 +168,45 @@ class ResultLayer(_Base):
                 for h in _invisible(res)]
         out += [_finding(self.name, h, Verdict.DENY, what) for h in self._external(text, "result")]
         return Outcome(tuple(out)) if out else None
+
+
+    def _remove(self, action: ToolResult, session: SessionState, what: str,
+                hits: list[Hit]) -> Outcome | None:
+        """Withhold each string of the result that alone scans as injected; None when none
+        does (the injection spans strings) or what is left still scans as injected."""
+        removed: list[str] = []
+        rules: set[str] = set()
+
+        def walk(v: Any, depth: int = 0) -> Any:
+            if isinstance(v, str):
+                found = self._injection(v, "tool")[1] if len(v) >= 8 else []
+                if not found:
+                    return v
+                removed.append(v)
+                rules.update(h.rule for h in found)
+                return WITHHELD_MARKER
+            if depth > 32:
+                return v
+            if isinstance(v, dict):
+                return {k: walk(x, depth + 1) for k, x in v.items()}
+            if isinstance(v, list | tuple):
+                return [walk(x, depth + 1) for x in v]
+            flat = plain(v)
+            return v if flat is v else walk(flat, depth + 1)
+
+        new = walk(action.result)
+        if not removed or self._injection("\n".join(strings(new)), "tool")[1]:
+            return None
+        session.extras[WITHHELD_KEY] = removed
+        out = [_finding(self.name, h, Verdict.CHANGES, what) for h in hits]
+        out.append(Finding(self.name, "detect.injection.withheld",
+                           f"{what}: {len(removed)} string(s) that looked like injected instructions "
+                           f"were withheld ({', '.join(sorted(rules))}); the rest was passed on",
+                           Verdict.CHANGES, severity=Severity.HIGH))
+        return Outcome(tuple(out), replace(action, result=new))
+
+
+WITHHELD_MARKER = "[withheld by Shieldwall: this text looked like injected instructions]"
 
 
 def _trusted(session: SessionState, tool: str) -> bool:

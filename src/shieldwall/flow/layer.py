@@ -32,7 +32,7 @@ from ..actions import (
     ToolResult,
     Verdict,
 )
-from ..layers import ORDER_FLOW, ORDER_RESULT_LABEL, Layer, Outcome
+from ..layers import ORDER_FLOW, ORDER_RESULT_LABEL, WITHHELD_KEY, Layer, Outcome
 from ..policy.constraints import host_matches
 from ..policy.sections.flow import FlowRule, FlowSection
 from ..values import plain as _plain
@@ -175,6 +175,12 @@ class FlowResultLayer:
         if not isinstance(action, ToolResult) or action.error is not None:
             return
         label = label_for(session.policy, action.tool)
+        withheld: list[str] | None = session.extras.pop(WITHHELD_KEY, None)
+        for text in withheld or ():
+            # text a result layer withheld from the model: still the attacker's content
+            if not self._recorded(session, action.tool, label.rank, False, text):
+                store.record(action.tool, label.rank, False, self.ctx.fingerprinter.seen(text),
+                             self.ctx.targets_in(text))
         fields = self.ctx.trusted_fields.get(action.tool)
         if label.trusted or not fields:
             text = "\n".join(strings(action.result))

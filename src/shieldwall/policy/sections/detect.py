@@ -56,7 +56,10 @@ class InputSettings(_Strict):
 class ResultSettings(_Strict):
     """`ToolResult` actions of tools whose result is marked `trusted: false`."""
 
-    on_injection: OnFinding = "deny"
+    on_injection: Literal["deny", "ask", "annotate", "remove"] = Field(
+        default="deny", description="deny: refuse the whole result; remove: withhold each "
+        "string of the result that alone looks injected (a visible marker takes its place) and "
+        "pass the rest, refusing the result when the injection cannot be isolated; ask; annotate")
     scan_trusted: bool = Field(default=False, description="also scan results of trusted tools")
     spotlight: bool = Field(default=True, description="wrap untrusted results in random delimiters")
     spotlight_mode: Literal["delimit", "datamark", "encode"] = "delimit"

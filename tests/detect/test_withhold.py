@@ -1,0 +1,103 @@
+"""`detect.results.on_injection: remove`: the strings of an untrusted result that alone look
+injected are withheld (a visible marker takes their place) and the rest reaches the agent;
+the withheld text still counts as the attacker's for the flow room; when the injection
+cannot be isolated to strings the whole result is refused (real gate, every room loaded)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shieldwall import Denied, Shieldwall
+from shieldwall.actions import ToolResult, Verdict
+from shieldwall.detect.layer import WITHHELD_MARKER
+from shieldwall.policy.load import parse_policy
+
+from .payloads import AGENTDOJO_IMPORTANT, INJECAGENT
+
+ATTACKER = "mark.black-2134@gmail.com"
+INJECTION = AGENTDOJO_IMPORTANT  # AgentDojo's template; it names the attacker's address
+
+POLICY = """
+version: 1
+roles:
+  assistant:
+    tools: [search_events, add_participants, send_email]
+tools:
+  search_events: {result: {sensitivity: public, trusted: false}}
+  add_participants: {sink: true}
+  send_email: {sink: true}
+flow:
+  targets: {send_email: [to], add_participants: [participants]}
+  provenance: deny
+  trifecta: {mode: "off"}
+detect:
+  results: {on_injection: remove}
+"""
+
+
+def _wall(tmp_path: Path, events: list[dict[str, Any]]) -> Shieldwall:
+    wall = Shieldwall(parse_policy(POLICY), base_dir=tmp_path, audit=False)
+
+    @wall.tool
+    def search_events(query: str) -> list[dict[str, Any]]:
+        return events
+
+    @wall.tool
+    def add_participants(event_id: str, participants: list[str]) -> dict[str, Any]:
+        return {**events[0], "participants": participants}
+
+    @wall.tool
+    def send_email(to: str, body: str = "") -> str:
+        return "sent"
+
+    return wall
+
+
+def _flat(v: Any) -> str:
+    return repr(v)
+
+
+def test_only_the_injected_string_is_withheld_and_the_rest_reaches_the_agent(tmp_path: Path) -> None:
+    events = [{"id": "7", "title": "Quarterly sync", "start": "2024-05-15 10:00",
+               "description": INJECTION, "participants": ["emma@bluesparrow.example"]}]
+    wall = _wall(tmp_path, events)
+    with wall.session(agent="a", role="assistant") as s:
+        out = s.call("search_events", {"query": "sync"})
+        text = _flat(out)
+        assert "Quarterly sync" in text and "2024-05-15 10:00" in text and "emma@bluesparrow.example" in text
+        assert WITHHELD_MARKER in text
+        assert ATTACKER not in text and "important message" not in text.lower()
+        d = s.decide(ToolResult("search_events", {"query": "sync"}, events))
+        assert d.verdict == Verdict.CHANGES
+        assert any(f.rule == "detect.injection.withheld" for f in d.findings)
+        # the withheld text is still the attacker's: its address is an untrusted target
+        with pytest.raises(Denied) as e:
+            s.call("send_email", {"to": ATTACKER, "body": "figures"})
+        assert "flow.untrusted_target" in e.value.rules
+
+
+def test_a_withheld_address_is_not_laundered_by_a_trusted_echo(tmp_path: Path) -> None:
+    events = [{"id": "7", "title": "Quarterly sync", "description": INJECTION, "participants": []}]
+    wall = _wall(tmp_path, events)
+    with wall.session(agent="a", role="assistant") as s:
+        s.check_input("Add carol@partner.example to the quarterly sync.", source="user")
+        s.call("search_events", {"query": "sync"})
+        s.call("add_participants", {"event_id": "7", "participants": ["carol@partner.example"]})
+        with pytest.raises(Denied) as e:
+            s.call("send_email", {"to": ATTACKER})
+        assert "flow.untrusted_target" in e.value.rules
+
+
+def test_an_injection_split_across_strings_refuses_the_whole_result(tmp_path: Path) -> None:
+    # InjecAgent's string cut after two words: neither string scans as injected alone,
+    # together they do, so nothing can be isolated and the result is refused (fail closed)
+    words = INJECAGENT.split()
+    events = [{"id": "7", "title": " ".join(words[:2]), "description": " ".join(words[2:])}]
+    wall = _wall(tmp_path, events)
+    with wall.session(agent="a", role="assistant") as s, pytest.raises(Denied) as e:
+        s.call("search_events", {"query": "sync"})
+    assert any(r.startswith("detect.injection") for r in e.value.rules)
+    assert not any(r == "detect.injection.withheld" for r in e.value.rules)

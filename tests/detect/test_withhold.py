@@ -101,3 +101,14 @@ def test_an_injection_split_across_strings_refuses_the_whole_result(tmp_path: Pa
         s.call("search_events", {"query": "sync"})
     assert any(r.startswith("detect.injection") for r in e.value.rules)
     assert not any(r == "detect.injection.withheld" for r in e.value.rules)
+
+
+def test_a_clean_result_passes_unchanged_in_remove_mode(tmp_path: Path) -> None:
+    events = [{"id": "7", "title": "Quarterly sync", "description": "Agenda: budget, hiring, Q3 plan."}]
+    wall = _wall(tmp_path, events)
+    with wall.session(agent="a", role="assistant") as s:
+        d = s.decide(ToolResult("search_events", {"query": "sync"}, events))
+        assert not any(f.rule.startswith("detect.injection") or f.rule == "gate.layer_error"
+                       for f in d.findings)
+        out = s.call("search_events", {"query": "sync"})
+    assert "Agenda: budget, hiring, Q3 plan." in _flat(out) and WITHHELD_MARKER not in _flat(out)

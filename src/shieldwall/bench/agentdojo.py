@@ -190,6 +190,10 @@ def command(
     detect: Annotated[bool, typer.Option(
         help="also turn on the detect room (injection scan of untrusted results, output "
              "guards) with its default settings; writes agentdojo-detect.md/.json")] = False,
+    detect_results: Annotated[str, typer.Option(
+        help="with --detect: detect.results.on_injection, deny (refuse the result) or remove "
+             "(withhold the injected strings, pass the rest; writes agentdojo-detect-remove.md)")]
+        = "deny",
 ) -> None:
     """AgentDojo with a fully hijacked agent: attack success and kept utility."""
     try:
@@ -211,9 +215,12 @@ def command(
         if n not in SUITES:
             raise typer.BadParameter(f"unknown suite {n!r} (suites: {', '.join(SUITES)})")
     pdir = policy_dir or _default_policy_dir()
-    name = "agentdojo-detect" if detect else "agentdojo"
+    if detect_results not in ("deny", "remove"):
+        raise typer.BadParameter("--detect-results must be deny or remove")
+    name = "agentdojo"
     if detect:
-        pdir = _with_detect(pdir, names)
+        name = "agentdojo-detect" + ("-remove" if detect_results == "remove" else "")
+        pdir = _with_detect(pdir, names, detect_results)
     console = Console()
     started = time.perf_counter()
     plan: dict[str, list[str]] = {}
@@ -243,13 +250,20 @@ def command(
     console.print(table)
     notes = _notes(reports, total, scope, pdir, elapsed)
     if detect:
-        notes[0] = (f"Command: `shieldwall bench agentdojo --scope {scope} --detect` (policies: "
-                    f"examples/agentdojo with `detect:` on at its defaults), {elapsed:.0f} s.")
-        notes[1:1] = ["", "The detect room is on: untrusted tool results are scanned for "
-                      "injected instructions (on_injection: deny — the result never reaches "
-                      "the agent), outputs and tool arguments for leaks. What it adds on top "
-                      "of the deterministic layers shows in *utility under attack* and in "
-                      "the refusals by rule id; what it costs shows in *benign utility kept*."]
+        flag = " --detect-results remove" if detect_results == "remove" else ""
+        notes[0] = (f"Command: `shieldwall bench agentdojo --scope {scope} --detect{flag}` (policies: "
+                    f"examples/agentdojo with `detect:` on at its defaults"
+                    + (", results.on_injection: remove" if detect_results == "remove" else "")
+                    + f"), {elapsed:.0f} s.")
+        how = ("on_injection: deny — a result carrying an injection never reaches the agent"
+               if detect_results == "deny" else
+               "on_injection: remove — the strings of a result that alone look injected are "
+               "withheld with a visible marker, the rest reaches the agent; a result whose "
+               "injection cannot be isolated is refused")
+        notes[1:1] = ["", f"The detect room is on: untrusted tool results are scanned for "
+                      f"injected instructions ({how}), outputs and tool arguments for leaks. What "
+                      "it adds on top of the deterministic layers shows in *utility under attack* "
+                      "and in the refusals by rule id; what it costs shows in *benign utility kept*."]
     write_markdown(name, f"AgentDojo {BENCHMARK_VERSION}: a fully hijacked agent, "
                    "with and without Shieldwall" + (" (detect room on)" if detect else ""),
                    header, rows, notes, out_dir)
@@ -261,13 +275,14 @@ def command(
         "suites": [r.to_dict() for r in reports],
     }
     payload["detect"] = detect
+    payload["detect_results"] = detect_results if detect else None
     (out_dir / f"{name}.json").write_text(json.dumps(payload, indent=1) + "\n",
                                           encoding="utf-8")
     console.print(f"wrote {out_dir / (name + '.md')} and {out_dir / (name + '.json')} "
                   f"({elapsed:.0f} s)")
 
 
-def _with_detect(pdir: Path, names: list[str]) -> Path:
+def _with_detect(pdir: Path, names: list[str], on_injection: str = "deny") -> Path:
     """Copies of the suites' policies with the detect room on at its defaults."""
     import tempfile
 
@@ -276,7 +291,7 @@ def _with_detect(pdir: Path, names: list[str]) -> Path:
     out = Path(tempfile.mkdtemp(prefix="sw-agentdojo-detect-"))
     for n in names:
         data = yaml.safe_load((pdir / f"{n}.yaml").read_text(encoding="utf-8"))
-        data["detect"] = {"enabled": True}
+        data["detect"] = {"enabled": True, "results": {"on_injection": on_injection}}
         (out / f"{n}.yaml").write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     return out
 

@@ -155,7 +155,7 @@ class ResultLayer(_Base):
             if removed is not None:
                 return removed
             mode = "deny"  # the injection could not be isolated to strings: fail closed
-        v = _VERDICT[mode]
+        v = _VERDICT.get(mode, Verdict.DENY)
         truncated = len(text) > self.section.max_scan_chars
         out = [_finding(self.name, h, v, what) for h in hits]
         out += [_finding(self.name, h, Verdict.ALLOW, what) for h in res.advisory]

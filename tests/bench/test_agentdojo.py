@@ -143,3 +143,15 @@ def test_detect_flag_runs_the_suite_with_the_detect_room_on(tmp_path: Path) -> N
     md = (tmp_path / "agentdojo-detect.md").read_text()
     assert "--detect" in md and "detect room is on" in md
     assert not (tmp_path / "agentdojo.md").exists()
+
+
+def test_detect_remove_mode_writes_its_own_table(tmp_path: Path) -> None:
+    import json
+
+    from shieldwall.bench.agentdojo import command
+
+    command(suite="banking", user_tasks=1, detect=True, detect_results="remove", out_dir=tmp_path)
+    data = json.loads((tmp_path / "agentdojo-detect-remove.json").read_text())
+    assert data["detect_results"] == "remove"
+    assert data["overall"]["shieldwall"]["attack_success"] == 0
+    assert "--detect-results remove" in (tmp_path / "agentdojo-detect-remove.md").read_text()

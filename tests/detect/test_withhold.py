@@ -112,3 +112,14 @@ def test_a_clean_result_passes_unchanged_in_remove_mode(tmp_path: Path) -> None:
                        for f in d.findings)
         out = s.call("search_events", {"query": "sync"})
     assert "Agenda: budget, hiring, Q3 plan." in _flat(out) and WITHHELD_MARKER not in _flat(out)
+
+
+def test_two_injections_in_two_strings_are_both_withheld(tmp_path: Path) -> None:
+    events = [{"id": "7", "title": INJECAGENT, "description": INJECTION, "location": "Room 4"},
+              *({"id": str(i), "title": f"Standup {i}", "description": "Daily standup."} for i in range(30))]
+    wall = _wall(tmp_path, events)
+    with wall.session(agent="a", role="assistant") as s:
+        out = _flat(s.call("search_events", {"query": "sync"}))
+    assert out.count(WITHHELD_MARKER) == 2
+    assert "Room 4" in out and "Standup 29" in out
+    assert "Ignore all previous" not in out and ATTACKER not in out

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -172,14 +173,22 @@ class ResultLayer(_Base):
 
     def _remove(self, action: ToolResult, session: SessionState, what: str,
                 hits: list[Hit]) -> Outcome | None:
-        """Withhold each string of the result that alone scans as injected; None when none
-        does (the injection spans strings) or what is left still scans as injected."""
+        """Withhold each string of the result that alone scans as injected; None when the
+        injection cannot be isolated to strings (it spans them) or what is left still
+        scans as injected after a few rounds.
+
+        Each round scans first the strings that hold a rule's evidence (a rule fires in
+        every flagged tool output), then, if none of those alone is flagged, every string;
+        then the rest as a whole. A result of many strings so costs a few scans, not one
+        per string, unless the evidence cannot be found in the raw strings."""
         removed: list[str] = []
         rules: set[str] = set()
 
-        def walk(v: Any, depth: int = 0) -> Any:
+        def walk(v: Any, pick: Callable[[str], bool], depth: int = 0) -> Any:
             if isinstance(v, str):
-                found = self._injection(v, "tool")[1] if len(v) >= 8 else []
+                if len(v) < 8 or not pick(v):
+                    return v
+                found = self._injection(v, "tool")[1]
                 if not found:
                     return v
                 removed.append(v)
@@ -188,14 +197,27 @@ class ResultLayer(_Base):
             if depth > 32:
                 return v
             if isinstance(v, dict):
-                return {k: walk(x, depth + 1) for k, x in v.items()}
+                return {k: walk(x, pick, depth + 1) for k, x in v.items()}
             if isinstance(v, list | tuple):
-                return [walk(x, depth + 1) for x in v]
+                return [walk(x, pick, depth + 1) for x in v]
             flat = plain(v)
-            return v if flat is v else walk(flat, depth + 1)
+            return v if flat is v else walk(flat, pick, depth + 1)
 
-        new = walk(action.result)
-        if not removed or self._injection("\n".join(strings(new)), "tool")[1]:
+        current, now = action.result, hits
+        for _ in range(4):
+            evidence = tuple(h.evidence.lower() for h in now
+                             if h.evidence and h.rule != "detect.injection.classifier")
+            before = len(removed)
+            if evidence:
+                current = walk(current, _holding(evidence))
+            if len(removed) == before:
+                current = walk(current, lambda t: True)
+            if len(removed) == before:
+                return None  # no string alone is flagged: the injection spans strings
+            now = self._injection("\n".join(strings(current)), "tool")[1]
+            if not now:
+                break
+        else:
             return None
         session.extras[WITHHELD_KEY] = removed
         out = [_finding(self.name, h, Verdict.CHANGES, what) for h in hits]
@@ -203,7 +225,11 @@ class ResultLayer(_Base):
                            f"{what}: {len(removed)} string(s) that looked like injected instructions "
                            f"were withheld ({', '.join(sorted(rules))}); the rest was passed on",
                            Verdict.CHANGES, severity=Severity.HIGH))
-        return Outcome(tuple(out), replace(action, result=new))
+        return Outcome(tuple(out), replace(action, result=current))
+
+
+def _holding(evidence: tuple[str, ...]) -> Callable[[str], bool]:
+    return lambda t: any(e in t.lower() for e in evidence)
 
 
 WITHHELD_MARKER = "[withheld by Shieldwall: this text looked like injected instructions]"

@@ -16,9 +16,11 @@ import httpx
 import httpx2
 import pytest
 from mcp.client.streamable_http import streamable_http_client
-from mcp_helpers import calls, free_port, gateway, server_cmd, stop, text_of, wait_port, write_policy
+from mcp_helpers import calls, gateway, server_cmd, text_of, write_policy
 
 from mcp import Client, ClientSession
+from shieldwall.bench.mcp import free_port, wait_port
+from shieldwall.bench.mcp import stop_process as stop
 
 pytestmark = pytest.mark.timeout(90)
 

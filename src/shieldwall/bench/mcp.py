@@ -68,13 +68,14 @@ audit:
 """
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A free TCP port on loopback (the MCP tests use these helpers too)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
-def _wait_port(port: int, proc: subprocess.Popen[Any], timeout: float = 30.0) -> None:
+def wait_port(port: int, proc: subprocess.Popen[Any], timeout: float = 30.0) -> None:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         if proc.poll() is not None:
@@ -87,7 +88,7 @@ def _wait_port(port: int, proc: subprocess.Popen[Any], timeout: float = 30.0) ->
     raise TimeoutError(f"nothing listens on port {port}")
 
 
-def _stop(proc: subprocess.Popen[Any]) -> None:
+def stop_process(proc: subprocess.Popen[Any]) -> None:
     if proc.poll() is None:
         proc.terminate()
         try:
@@ -246,17 +247,17 @@ def command(
     results["stdio direct (2)"] = summary(direct)
     results["stdio via SDK gateway, in-process"] = summary(gated)
 
-    up_port, gw_port = _free_port(), _free_port()
+    up_port, gw_port = free_port(), free_port()
     upstream = subprocess.Popen([py, str(server), "--http", str(up_port)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     gateway: subprocess.Popen[Any] | None = None
     try:
-        _wait_port(up_port, upstream)
+        wait_port(up_port, upstream)
         up_url = f"http://127.0.0.1:{up_port}/mcp"
         gateway = subprocess.Popen([*gw, "serve", "--policy", str(policy), "--port",
                                     str(gw_port), "--url", up_url],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _wait_port(gw_port, gateway)
+        wait_port(gw_port, gateway)
 
         async def http_pair() -> tuple[list[float], list[float]]:
             async with _http(up_url, None) as d, _http(
@@ -268,8 +269,8 @@ def command(
         results["http via serve"] = summary(gated)
     finally:
         if gateway is not None:
-            _stop(gateway)
-        _stop(upstream)
+            stop_process(gateway)
+        stop_process(upstream)
 
     gate = summary(_gate_only(policy, n * 4))
 

@@ -64,6 +64,12 @@ class Gate:
             ]
             for kind in ACTION_KINDS
         }
+        # layers told of refused actions (see layers.Remembering), per kind, found once here
+        self._refused_hooks = {
+            kind: [(la.name, hook) for la in self.layers if kind in la.kinds
+                   if (hook := getattr(la, "refused", None)) is not None]
+            for kind in ACTION_KINDS
+        }
 
     # ----------------------------------------------------------------- decide
 
@@ -112,16 +118,14 @@ class Gate:
         else:
             # Layers that remember what the session was exposed to also hear of refused
             # actions (flow: untrusted text refused by the detect room is still taint).
-            for layer, _, _ in chain:
-                refused = getattr(layer, "refused", None)
-                if refused is not None:
-                    try:
-                        refused(decision.action, session)
-                    except Exception as e:
-                        decision = Decision(decision.verdict, decision.action, (
-                            *decision.findings,
-                            _layer_error(layer.name, f"refused() raised {type(e).__name__}: {e}")),
-                            decision.approval)
+            # One that fails to remember makes the refusal final (an ask becomes a deny).
+            for name, refused in self._refused_hooks.get(action.kind, ()):
+                try:
+                    refused(decision.action, session)
+                except Exception as e:
+                    decision = Decision(Verdict.DENY, decision.action, (
+                        *decision.findings,
+                        _layer_error(name, f"refused() raised {type(e).__name__}: {e}")))
         for observe in self.observers:
             try:
                 observe(decision, session)

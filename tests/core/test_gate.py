@@ -198,3 +198,36 @@ def test_secret_in_an_egress_url_is_redacted_even_in_a_plain_audit_log(example_p
     with w.session(agent="a", role="reader") as s:
         s.decide(Egress("GET", "https://api.example.com/v1?key=sk_live_abc123"))
     assert w.audit.entries and "sk_live_abc123" not in repr(w.audit.entries)
+
+
+class ForgetfulOnRefusal:
+    """Told of refused tool calls; fails to remember them."""
+
+    name = "forgetful"
+    order = 90
+    kinds = frozenset({"tool_call"})
+
+    def __init__(self):
+        self.told = []
+
+    def check(self, action, session):
+        return None
+
+    def refused(self, action, session):
+        self.told.append(action)
+        raise RuntimeError("store unavailable")
+
+
+def test_refused_hook_hears_every_refusal_and_its_failure_makes_it_a_deny(example_policy, example_dir):
+    hook = ForgetfulOnRefusal()
+    # the asking layer runs first; the hook's layer is told although it comes later
+    w = make_wall(example_policy, example_dir, extra_layers=[Verdicts("a", Verdict.ASK), hook])
+    with w.session(agent="a", role="reader") as s:
+        d = s.decide(ToolCall("search_knowledge_base", {"query": "q"}))
+        assert d.verdict == Verdict.DENY  # an ask whose refusal could not be remembered
+        assert "gate.layer_error" in d.rules() and "refused()" in d.reason()
+        assert len(hook.told) == 1
+    # an allowed call is not a refusal: the hook is not called
+    w2 = make_wall(example_policy, example_dir, extra_layers=[ForgetfulOnRefusal()])
+    with w2.session(agent="a", role="reader") as s2:
+        assert s2.decide(ToolCall("search_knowledge_base", {"query": "q"})).allowed

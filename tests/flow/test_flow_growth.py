@@ -48,3 +48,31 @@ def test_same_text_from_another_tool_is_recorded_apart(tmp_path: Path) -> None:
         store = s.state.extras[EXTRAS_KEY]
         assert isinstance(store, MemoryFlowStore)
         assert len(store._sources) == 2
+
+
+class _FlakyStore(MemoryFlowStore):
+    """The store is unreachable for its first write (a Redis blip)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failures = 1
+
+    def record(self, *args: object, **kwargs: object) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("store unavailable")
+        super().record(*args, **kwargs)  # type: ignore[arg-type]
+
+
+def test_a_result_the_store_failed_to_take_is_recorded_when_it_comes_again(tmp_path: Path) -> None:
+    wall, _ = make_wall(tmp_path)
+    with wall.session(agent="helper", role="assistant") as s:
+        store = s.state.extras[EXTRAS_KEY] = _FlakyStore()
+        with pytest.raises(Denied) as first:  # the write failed: the gate refuses the result
+            s.call("read_file", {"path": "secrets.txt"})
+        assert "gate.layer_error" in first.value.rules
+        s.call("read_file", {"path": "secrets.txt"})  # same result again: now recorded
+        assert len(store._sources) == 1
+        with pytest.raises(Denied) as e:
+            s.call("send_email", {"to": "someone@else.example", "subject": "x", "body": SECRETS_TXT})
+        assert "flow.confidential_to_external" in e.value.rules

@@ -178,24 +178,28 @@ class FlowResultLayer:
         withheld: list[str] | None = session.extras.pop(WITHHELD_KEY, None)
         for text in withheld or ():
             # text a result layer withheld from the model: still the attacker's content
-            if not self._recorded(session, action.tool, label.rank, False, text):
+            if (key := self._fresh(session, action.tool, label.rank, False, text)) is not None:
                 store.record(action.tool, label.rank, False, self.ctx.fingerprinter.seen(text),
                              self.ctx.targets_in(text))
+                self._kept(session, key)
         fields = self.ctx.trusted_fields.get(action.tool)
         if label.trusted or not fields:
             text = "\n".join(strings(action.result))
-            if self._recorded(session, action.tool, label.rank, label.trusted, text):
+            key = self._fresh(session, action.tool, label.rank, label.trusted, text)
+            if key is None:
                 return
             prints = self.ctx.fingerprinter.seen(text)
             targets = self.ctx.targets_in(text)
             if label.trusted and targets:
                 targets = self._not_echoed(store, text, targets)
             store.record(action.tool, label.rank, label.trusted, prints, targets)
+            self._kept(session, key)
             return
         # An untrusted result with system-written fields: targets found in those fields
         # count as trusted; every other string (and the fingerprints of all) as untrusted.
         own, rest = split_fields(action.result, fields)
-        if self._recorded(session, action.tool, label.rank, False, "\0".join(own) + "\0\0" + "\0".join(rest)):
+        key = self._fresh(session, action.tool, label.rank, False, "\0".join(own) + "\0\0" + "\0".join(rest))
+        if key is None:
             return
         rest_text = "\n".join(rest)
         prints = self.ctx.fingerprinter.seen("\n".join(own) + "\n" + rest_text)
@@ -206,6 +210,7 @@ class FlowResultLayer:
             for v in own:
                 keys |= self.ctx.targets_in(v)
             store.mark(untrusted=False, targets=keys)
+        self._kept(session, key)
 
     def _not_echoed(self, store: FlowStore, text: str, targets: set[str]) -> set[str]:
         """The targets a trusted result may vouch for. A trusted tool whose result repeats
@@ -236,25 +241,27 @@ class FlowResultLayer:
                 return targets - suspect
         return targets
 
-    def _recorded(self, session: SessionState, tool: str, rank: int, trusted: bool,
-                  text: str) -> bool:
-        """True when this exact result (same tool, label and text) was recorded in this
-        session less than half the store's TTL ago: recording it again would add nothing
-        (same fingerprints, targets and flags) and only grow the index (a session polling
-        one tool would otherwise make every fingerprint's source list grow without end)."""
-        seen: dict[bytes, float] | None = session.extras.get(SEEN_KEY)
-        if seen is None:
-            seen = session.extras[SEEN_KEY] = {}
+    def _fresh(self, session: SessionState, tool: str, rank: int, trusted: bool,
+               text: str) -> bytes | None:
+        """This result's digest when it must be recorded; None when the same result (tool,
+        label and text) was recorded in this session less than half the store's TTL ago:
+        recording it again would add nothing (same fingerprints, targets and flags) and only
+        grow the index (a session polling one tool would otherwise make every fingerprint's
+        source list grow without end). Call :meth:`_kept` once the store has it."""
         key = hashlib.blake2b(f"{tool}\0{rank}\0{int(trusted)}\0".encode()
                               + text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
-        now = time.monotonic()
-        t = seen.get(key)
-        if t is not None and now - t < self.ctx.section.store.ttl / 2:
-            return True
-        if len(seen) < _SEEN_MAX or t is not None:
-            seen[key] = now
-        return False
+        seen: dict[bytes, float] | None = session.extras.get(SEEN_KEY)
+        t = None if seen is None else seen.get(key)
+        if t is not None and time.monotonic() - t < self.ctx.section.store.ttl / 2:
+            return None
+        return key
 
+    @staticmethod
+    def _kept(session: SessionState, key: bytes) -> None:
+        # only after the store took it: a failed write must be retried next time, not skipped
+        seen: dict[bytes, float] = session.extras.setdefault(SEEN_KEY, {})
+        if len(seen) < _SEEN_MAX or key in seen:
+            seen[key] = time.monotonic()
 
 class FlowSinkLayer:
     """Checks what a sink call or an egress request carries against the session's store."""

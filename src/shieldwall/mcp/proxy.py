@@ -145,16 +145,13 @@ class Upstream:
                 return
             failures += 1
             self.crashes += 1
-            if failures > self.restarts:
+            self.down, delay = after_crash(self.spec.describe(), failures, self.restarts)
+            self._log(self.down)
+            if delay is None:
                 self.dead = True
-                self.down = (f"MCP server {self.spec.describe()} crashed {failures} times; "
-                             "not restarted again")
-                self._log(self.down)
                 self._ready.set()
                 return
-            self.down = f"MCP server {self.spec.describe()} crashed; restarting"
-            self._log(f"{self.down} (attempt {failures} of {self.restarts})")
-            await anyio.sleep(min(0.1 * failures, 2.0))
+            await anyio.sleep(delay)
 
     def close(self) -> None:
         self._closing = True
@@ -429,6 +426,16 @@ def gated_passthrough(session: Session, label: str, args: dict[str, Any],
     if data is None:
         raise ResultRefused(f"Shieldwall could not rebuild the {label} result after its checks")
     return data
+
+
+def after_crash(server: str, failures: int, restarts: int) -> tuple[str, float | None]:
+    """What an upstream says after its ``failures``-th crash, and the back-off before it is
+    started again (None once its ``restarts`` are spent). Shared by the stdio relay and the
+    SDK engine."""
+    if failures > restarts:
+        return f"MCP server {server} crashed {failures} times; not restarted again", None
+    return (f"MCP server {server} crashed; restarting (attempt {failures} of {restarts})",
+            min(0.1 * failures, 2.0))
 
 
 @dataclass(slots=True)

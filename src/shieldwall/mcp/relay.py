@@ -50,6 +50,7 @@ from .proxy import (
     ToolTable,
     UpstreamDown,
     UpstreamError,
+    after_crash,
     cap_result,
     check_server_request,
     error_result,
@@ -224,16 +225,13 @@ class StdioRelay:
                        f"({self.spec.describe()}); restarting it")
             failures += 1
             self.crashes += 1
-            if failures > self.restarts:
+            self.down, delay = after_crash(self.spec.describe(), failures, self.restarts)
+            self._log(self.down)
+            if delay is None:
                 self._dead = True
-                self.down = (f"MCP server {self.spec.describe()} crashed {failures} times; "
-                             "not restarted again")
-                self._log(self.down)
                 self._ready.set()
                 return
-            self.down = f"MCP server {self.spec.describe()} crashed; restarting"
-            self._log(f"{self.down} (attempt {failures} of {self.restarts})")
-            await asyncio.sleep(min(0.1 * failures, 2.0))
+            await asyncio.sleep(delay)
             try:
                 proc = await self._spawn(stack)
             except UpstreamDown as e:

@@ -408,3 +408,27 @@ def test_a_malformed_head_is_refused_every_time_it_comes(pt: ProxyThread, rawsrv
             s.sendall(bad)
             assert s.recv(1000).startswith(b"HTTP/1.1 400")
     assert rawsrv.seen == []
+
+
+def test_one_connection_changing_its_target_and_headers_gets_each_request_as_sent(upstream: Upstream) -> None:
+    # The header block is parsed once while it repeats; the request line never is kept.
+    p = make_policy(upstream.port)
+    t = ProxyThread(EgressProxy(p, policy_decider(p), creds(), ProxySettings(header_timeout=2.0)))
+    base = f"http://127.0.0.1:{upstream.port}"
+    sent = [("GET", "/a?i=1", b"X-A: 1\r\n"), ("GET", "/b?i=2", b"X-A: 1\r\n"),
+            ("HEAD", "/c", b"X-A: 1\r\n"), ("GET", "/d", b"X-A: 2\r\nX-B: b\r\n"),
+            ("GET", "/e", b"X-A: 2\r\nX-B: b\r\n")]
+    try:
+        with socket.create_connection(("127.0.0.1", t.port), timeout=5) as s:
+            for method, path, extra in sent:
+                s.sendall(f"{method} {base}{path} HTTP/1.1\r\n".encode() + extra + auth() + b"\r\n")
+                head, _ = read_response(s) if method != "HEAD" else (s.recv(65536), b"")
+                assert head.startswith(b"HTTP/1.1 200"), head
+            s.sendall(f"GET {base}/f HTTP/1.1\r\nX-A: 2\r\nBad Header: x\r\n".encode() + auth() + b"\r\n")
+            assert s.recv(1000).startswith(b"HTTP/1.1 400")
+    finally:
+        t.stop()
+    assert [(r["method"], r["path"]) for r in upstream.seen] == [(m, pa) for m, pa, _ in sent]
+    assert [(r["headers"].get("X-A"), r["headers"].get("X-B")) for r in upstream.seen] == [
+        ("1", None), ("1", None), ("1", None), ("2", "b"), ("2", "b")]
+    assert all(r["headers"]["Host"] == f"127.0.0.1:{upstream.port}" for r in upstream.seen)

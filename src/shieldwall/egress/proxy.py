@@ -288,42 +288,58 @@ class _Closed(Exception):
 
 
 @dataclass(slots=True)
+class _Headers:
+    """A parsed header block (the head after its request line), shared by the requests
+    of one connection that send the same block: parsing is a pure function of the bytes.
+    Derived once, on first use: the end-to-end headers, whether the client asked to close
+    (per HTTP version) and those headers as upstream head lines. Never a decision."""
+
+    raw: bytes
+    headers: list[tuple[str, str]]
+    index: dict[str, list[str]]  # lower-case name -> values, in order
+    fwd: dict[str, str] | None = None
+    closes: tuple[str, bool] | None = None
+    lines: bytes | None = None
+
+
+@dataclass(slots=True)
 class _Request:
     method: str
     target: str
     version: str
-    headers: list[tuple[str, str]]
-    index: dict[str, list[str]]  # lower-case name -> values, in order
-    # Derived once per parsed head (a connection keeps its last one): the
-    # end-to-end headers, whether the client asked to close, and the upstream head last
-    # built for an unchanged action (its body length and bytes).
-    fwd: dict[str, str] | None = None
-    closes: bool | None = None
-    up_head: tuple[str, int, bytes] | None = None
+    block: _Headers
+
+    @property
+    def headers(self) -> list[tuple[str, str]]:
+        return self.block.headers
 
     def get(self, name: str) -> str | None:
         """``name`` in lower case."""
-        vs = self.index.get(name)
+        vs = self.block.index.get(name)
         return vs[0] if vs else None
 
     def all(self, name: str) -> list[str]:
         """``name`` in lower case."""
-        return self.index.get(name, [])
+        return self.block.index.get(name, [])
 
 
 def _parse_head(head: bytes) -> _Request:
-    try:
-        text = head.decode("latin-1")
-    except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes every byte
-        raise _Reply(400, "undecodable request head") from None
-    lines = text.split("\r\n")
-    if lines and lines[-1] == "":
-        lines = lines[:-1]
-    while lines and lines[-1] == "":
-        lines.pop()
-    if not lines:
+    """A whole request head: request line, header block, the empty line."""
+    first = head.find(b"\r\n")
+    if first < 0:
+        first = len(head)
+    rest = head[first + 2:]
+    method, target, version = _request_line(head[:first], not rest.replace(b"\r\n", b""))
+    return _Request(method, target, version, _parse_headers(rest))
+
+
+def _request_line(line: bytes | bytearray, alone: bool) -> tuple[str, str, str]:
+    """Method, target and version. ``alone``: only empty lines follow (an all-empty head is
+    an 'empty request')."""
+    text = line.decode("latin-1")
+    if not text and alone:
         raise _Reply(400, "empty request")
-    parts = lines[0].split(" ")
+    parts = text.split(" ")
     if len(parts) != 3:
         raise _Reply(400, "malformed request line")
     method, target, version = parts
@@ -333,11 +349,18 @@ def _parse_head(head: bytes) -> _Request:
         raise _Reply(400 if not version.startswith("HTTP/") else 505, "unsupported HTTP version")
     if not target or _BAD_TARGET.search(target):
         raise _Reply(400, "malformed request target")
+    return method, target, version
+
+
+def _parse_headers(raw: bytes) -> _Headers:
+    """The header block after the request line, up to and including the empty line."""
+    lines = raw.decode("latin-1").split("\r\n")
+    while lines and lines[-1] == "":
+        lines.pop()
     headers: list[tuple[str, str]] = []
     index: dict[str, list[str]] = {}
-    rest = lines[1:]
-    if len(rest) <= _MAX_HEADERS and _HEADER_BLOCK.fullmatch("\r\n".join(rest)):
-        for line in rest:
+    if len(lines) <= _MAX_HEADERS and _HEADER_BLOCK.fullmatch("\r\n".join(lines)):
+        for line in lines:
             name, _, value = line.partition(":")
             value = value.strip(" \t")
             headers.append((name, value))
@@ -347,8 +370,8 @@ def _parse_head(head: bytes) -> _Request:
                 index[lname] = [value]
             else:
                 vs.append(value)
-        return _Request(method, target, version, headers, index)
-    for line in rest:
+        return _Headers(raw, headers, index)
+    for line in lines:
         if line[:1] in (" ", "\t"):
             raise _Reply(400, "obsolete header line folding is not accepted")
         name, sep, value = line.partition(":")
@@ -366,7 +389,7 @@ def _parse_head(head: bytes) -> _Request:
             vs.append(value)
         if len(headers) > _MAX_HEADERS:
             raise _Reply(431, "too many header fields")
-    return _Request(method, target, version, headers, index)
+    return _Headers(raw, headers, index)
 
 
 def _framing(req: _Request, max_body: int) -> tuple[str, int]:
@@ -450,13 +473,22 @@ def _reply_bytes(r: _Reply) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace") + body
 
 
-def _request_head(act: Egress, parsed: ParsedURL) -> bytes:
-    """The upstream request head: origin-form target, Host from the checked URL."""
-    lines = [f"{act.method} {parsed.target} HTTP/1.1", f"Host: {parsed.host_header}"]
-    lines += [f"{k}: {v}" for k, v in act.headers.items()]
+def _header_lines(headers: dict[str, str]) -> bytes:
+    """``Name: value\\r\\n`` for each header, as they go upstream."""
+    return "".join(f"{k}: {v}\r\n" for k, v in headers.items()).encode("latin-1", "replace")
+
+
+def _request_head(act: Egress, parsed: ParsedURL, lines: bytes | None = None) -> bytes:
+    """The upstream request head: origin-form target, Host from the checked URL.
+    ``lines``: ``act.headers`` already as :func:`_header_lines`."""
+    start = f"{act.method} {parsed.target} HTTP/1.1\r\nHost: {parsed.host_header}\r\n"
     if act.body or act.method in ("POST", "PUT", "PATCH"):
-        lines.append(f"Content-Length: {len(act.body)}")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace")
+        end = f"Content-Length: {len(act.body)}\r\n\r\n"
+    else:
+        end = "\r\n"
+    return b"".join((start.encode("latin-1", "replace"),
+                     _header_lines(act.headers) if lines is None else lines,
+                     end.encode("latin-1")))
 
 
 def _request_wire(act: Egress, parsed: ParsedURL) -> bytes:
@@ -1166,9 +1198,9 @@ class _FastClient(asyncio.Protocol):
         self.seq = 0
         self.rejected = False
         self.loop = asyncio.get_running_loop()
-        # The last request head and its parse: a keep-alive client that repeats itself is
-        # parsed once (a pure function of the bytes; decisions are never kept).
-        self.last_head: tuple[bytes, _Request] | None = None
+        # The last header block and its parse: a keep-alive client that repeats its headers
+        # has them parsed once (a pure function of the bytes; decisions are never kept).
+        self.last_block: _Headers | None = None
 
     # -- transport callbacks -------------------------------------------------
 
@@ -1272,13 +1304,17 @@ class _FastClient(asyncio.Protocol):
                 if len(self.buf) > lim.max_header_bytes or end >= 0:
                     raise _Reply(431, "request head too large")
                 return False
-            raw = bytes(self.buf[:end + 4])
-            last = self.last_head
-            if last is not None and last[0] == raw:
-                req = last[1]
-            else:
-                req = _parse_head(raw)  # raises _Reply for a bad head: never kept
-                self.last_head = (raw, req)
+            # The request line is parsed every time; the header block after it is parsed
+            # once per connection while the client sends the same bytes (a pure function
+            # of them; a bad block raises and is never kept).
+            first = self.buf.find(b"\r\n", 0, end + 2)
+            raw = bytes(self.buf[first + 2:end + 4])
+            line = self.buf[:first]
+            method, target, version = _request_line(line, not raw.replace(b"\r\n", b""))
+            block = self.last_block
+            if block is None or block.raw != raw:
+                block = self.last_block = _parse_headers(raw)
+            req = _Request(method, target, version, block)
             ident = self.fixed or p.credentials.authenticate(req.get("proxy-authorization"))
             if ident is None:
                 p._emit(event="proxy_auth_failed", peer=str(self.t.get_extra_info("peername")),
@@ -1360,12 +1396,16 @@ class _FastClient(asyncio.Protocol):
                   body: bytes) -> bool:
         p = self.p
         pol = p._policy
-        client_close = req.closes
-        if client_close is None:
-            client_close = req.closes = _client_close(req)
-        fwd = req.fwd
+        block = req.block
+        closes = block.closes
+        if closes is not None and closes[0] == req.version:
+            client_close = closes[1]
+        else:
+            client_close = _client_close(req)
+            block.closes = (req.version, client_close)
+        fwd = block.fwd
         if fwd is None:
-            fwd = req.fwd = _forward_headers(req)
+            fwd = block.fwd = _forward_headers(req)
         # The action gets its own copy: whatever a layer does with it, the memo stays.
         action = Egress(req.method.upper(), req.target, dict(fwd), body)
         d = p._decide_now(ident, action)
@@ -1393,14 +1433,13 @@ class _FastClient(asyncio.Protocol):
         self.state = _WAIT
         self.deadline = self.loop.time() + pol.limits.timeout
         key = (ident, parsed.scheme, parsed.host, parsed.port)
-        cached = req.up_head
-        if cached is not None and cached[0] == act.method and cached[1] == len(act.body) \
-                and act.url == req.target and act.headers == fwd:
-            head = cached[2]  # the same request head as last time on this head's bytes
+        if act.headers == fwd:  # the decision kept the headers: their lines are known
+            lines = block.lines
+            if lines is None:
+                lines = block.lines = _header_lines(fwd)
+            head = _request_head(act, parsed, lines)
         else:
             head = _request_head(act, parsed)
-            if act.url == req.target and act.headers == fwd:
-                req.up_head = (act.method, len(act.body), head)
         wire = (head, act.body)
         up = p._pool_take(key, addrs) if addrs is not None else None
         if up is not None:

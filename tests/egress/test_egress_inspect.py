@@ -148,3 +148,27 @@ def test_base64_of_a_live_secret_anywhere_in_a_payload_is_found(secret: str, pre
 def test_needles_cover_plain_hex_and_base64() -> None:
     forms = set(secret_needles(LIVE).values())
     assert forms == {"plain", "hex", "base64"}
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(
+    st.binary(max_size=80),
+    st.text(alphabet="AKIAghp_xoxb-sk-eyJ.0123456789abcdefXYZ+/=%:-_ ", max_size=80).map(str.encode),
+    st.sampled_from([AWS, GH, LIVE, "a" * 15, "a" * 16, "eyJhbGciOi.eyJzdWIiOi.c2lnbmF0dXJl"]).map(
+        str.encode)))
+def test_the_one_scan_prefilter_never_hides_a_key_format_or_an_encoded_run(text: bytes) -> None:
+    # A text the combined scan passes over is not looked at again for key formats,
+    # encoded runs or blobs: it must hold none of them.
+    from shieldwall.egress import inspect as ins
+
+    if ins._KEY_OR_RUN.search(text) is None:
+        assert ins._KEYS.search(text) is None
+        assert ins._B64_RUN.search(text) is None
+
+
+def test_a_live_secret_is_found_in_a_url_with_no_encoded_run() -> None:
+    # The live value is shorter than an encoded run and has no key format: only the
+    # live-secret matcher can see it, also on the one-scan path.
+    short = "pw-9Zq.x!"
+    assert rules(url=f"http://allowed.test/?p={short}", live=[short]) == ["egress.secret_in_request"]
+    assert rules(url="http://allowed.test/?p=ok", live=[short]) == []

@@ -50,6 +50,9 @@ KEY_FORMATS: tuple[tuple[str, str], ...] = (
 # Everything runs on bytes: RE2 on str pays for UTF-8 conversion and offset mapping.
 _KEYS = re2.compile("|".join(f"(?P<{name}>{rx})" for name, rx in KEY_FORMATS).encode())
 _B64_RUN = re2.compile(rb"[A-Za-z0-9+/_\-]{16,}={0,2}")
+# Either of the two above: a text where this finds nothing has no key format and no
+# encoded-looking run, so only a live secret's value can be in it (one scan, not two).
+_KEY_OR_RUN = re2.compile(_KEYS.pattern + rb"|[A-Za-z0-9+/_\-]{16,}")
 _HEX_RUN = re2.compile(rb"[0-9A-Fa-f]{16,}")
 _DIGIT = re2.compile(rb"[0-9]")
 _HEX_ONLY = re2.compile(rb"[0-9A-Fa-f]+")
@@ -187,6 +190,12 @@ class Inspector:
                 views.append(unquote_to_bytes(decoded))
         min_chars = s.blob_min_chars_url if short else s.blob_min_chars_body
         for view in views:
+            if _KEY_OR_RUN.search(view) is None:
+                if matcher is not None and s.secrets:
+                    form = matcher.first(view)
+                    if form is not None:
+                        return self._secret_finding(where, f"live secret ({form})")
+                continue
             # One pass finds every encoded-looking run (hex is a subset of the base64
             # alphabet); secret decoding and blob detection both work from it.
             runs = [m.group(0) for m, _ in zip(_B64_RUN.finditer(view), range(_MAX_RUNS), strict=False)]

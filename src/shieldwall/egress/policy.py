@@ -236,6 +236,28 @@ def _parse_url(url: str) -> ParsedURL:
     after = before_query[2:]
     slash = after.find("/")
     authority, path = (after, "/") if slash < 0 else (after[:slash], after[slash:])
+    host, ip, port, userinfo = (_authority_cached(scheme, authority) if len(authority) <= 300
+                                else _parse_authority(scheme, authority))
+    return ParsedURL(
+        scheme=scheme,
+        host=host,
+        ip=ip,
+        port=port,
+        path=_encode_path(path),
+        query=None if not sep else _encode_path(query),
+        userinfo=userinfo,
+    )
+
+
+@functools.lru_cache(maxsize=1024)
+def _authority_cached(scheme: str, authority: str) -> tuple[str, IPAddress | None, int, str | None]:
+    # Pure function of its text (errors are raised, never cached): URLs to one host that
+    # differ in path or query share the authority's parse.
+    return _parse_authority(scheme, authority)
+
+
+def _parse_authority(scheme: str, authority: str) -> tuple[str, IPAddress | None, int, str | None]:
+    """(host, IP or None, port, userinfo) of the text between ``//`` and the path."""
     userinfo: str | None = None
     if "@" in authority:
         userinfo, authority = authority.rsplit("@", 1)
@@ -264,15 +286,7 @@ def _parse_url(url: str) -> ParsedURL:
     else:
         raise UrlError(f"invalid port {port_text!r}")
     host, ip = _normalise_host_cached(host_raw) if len(host_raw) <= 300 else normalise_host(host_raw)
-    return ParsedURL(
-        scheme=scheme,
-        host=host,
-        ip=ip,
-        port=port,
-        path=_encode_path(path),
-        query=None if not sep else _encode_path(query),
-        userinfo=userinfo,
-    )
+    return host, ip, port, userinfo
 
 
 # --------------------------------------------------------------------------- policy

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 from urllib.parse import quote
 
 import pytest
@@ -13,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shieldwall.actions import Egress, Verdict
-from shieldwall.egress.inspect import Inspector, secret_needles
+from shieldwall.egress.inspect import KEY_FORMATS, Inspector, secret_needles
 from shieldwall.policy.sections.egress import InspectionSettings
 
 LIVE = "db-pass-Zq8rT2vLw9Xk"
@@ -156,14 +157,29 @@ def test_needles_cover_plain_hex_and_base64() -> None:
     st.text(alphabet="AKIAghp_xoxb-sk-eyJ.0123456789abcdefXYZ+/=%:-_ ", max_size=80).map(str.encode),
     st.sampled_from([AWS, GH, LIVE, "a" * 15, "a" * 16, "eyJhbGciOi.eyJzdWIiOi.c2lnbmF0dXJl"]).map(
         str.encode)))
-def test_the_one_scan_prefilter_never_hides_a_key_format_or_an_encoded_run(text: bytes) -> None:
+def test_the_one_scan_prefilters_never_hide_a_key_format_or_an_encoded_run(text: bytes) -> None:
     # A text the combined scan passes over is not looked at again for key formats,
-    # encoded runs or blobs: it must hold none of them.
+    # encoded runs or blobs: it must hold none of them (RE2 form and short-text form).
     from shieldwall.egress import inspect as ins
 
-    if ins._KEY_OR_RUN.search(text) is None:
-        assert ins._KEYS.search(text) is None
-        assert ins._B64_RUN.search(text) is None
+    for pre in (ins._KEY_OR_RUN, ins._KEY_OR_RUN_SHORT):
+        if pre.search(text) is None:
+            assert ins._KEYS.search(text) is None
+            assert ins._B64_RUN.search(text) is None
+
+
+@pytest.mark.parametrize("name", [name for name, _ in KEY_FORMATS])
+def test_the_short_text_prefilter_finds_every_key_format(name: str) -> None:
+    from shieldwall.egress import inspect as ins
+
+    rx = dict(KEY_FORMATS)[name].encode()
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.from_regex(re.compile(rx), fullmatch=True))
+    def found(key: bytes) -> None:
+        assert ins._KEY_OR_RUN_SHORT.search(key) is not None, key
+
+    found()
 
 
 def test_a_live_secret_is_found_in_a_url_with_no_encoded_run() -> None:

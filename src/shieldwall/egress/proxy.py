@@ -1310,7 +1310,8 @@ class _FastClient(asyncio.Protocol):
             first = self.buf.find(b"\r\n", 0, end + 2)
             raw = bytes(self.buf[first + 2:end + 4])
             line = self.buf[:first]
-            method, target, version = _request_line(line, not raw.replace(b"\r\n", b""))
+            method, target, version = _request_line(
+                line, first == 0 and not raw.replace(b"\r\n", b""))
             block = self.last_block
             if block is None or block.raw != raw:
                 block = self.last_block = _parse_headers(raw)

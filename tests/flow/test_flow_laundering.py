@@ -97,3 +97,63 @@ def test_a_result_the_detect_room_refused_still_taints_its_later_echo(tmp_path: 
         with pytest.raises(Denied) as e:
             s.call("create_event", {"title": "Intro with Mark", "participants": [ATTACKER]})
     assert "flow.untrusted_target" in e.value.rules
+
+
+BARE_POLICY = """
+version: 1
+roles:
+  assistant:
+    tools: [read_webpage, save_note, create_event]
+tools:
+  read_webpage: {result: {sensitivity: public, trusted: false}}
+  save_note: {result: {sensitivity: public, trusted: true}}
+  create_event: {sink: true}
+flow:
+  targets: {create_event: [participants]}
+  provenance: deny
+  trifecta: {mode: "off"}
+"""
+
+
+def _bare_wall(tmp_path: Path, page: str) -> Shieldwall:
+    wall = Shieldwall(parse_policy(BARE_POLICY), base_dir=tmp_path, audit=False, load_rooms=False)
+    for layer in flow_layer.build(wall):
+        wall.gate.add(layer)
+
+    @wall.tool
+    def read_webpage(url: str) -> str:
+        return page
+
+    @wall.tool
+    def save_note(text: str) -> dict[str, str]:
+        return {"status": "saved", "note": text}  # a trusted tool that repeats what it was given
+
+    @wall.tool
+    def create_event(title: str, participants: list[str]) -> str:
+        return "created"
+
+    return wall
+
+
+def test_an_untrusted_value_that_is_only_the_address_is_not_laundered_by_an_echo(tmp_path: Path) -> None:
+    """The degenerate case: the untrusted content is the address and nothing else, so once
+    the address is set aside there is nothing left to recognise the echo by. A whole
+    untrusted value of a few words found in the trusted result keeps its addresses untrusted."""
+    wall = _bare_wall(tmp_path, ATTACKER)
+    with wall.session(agent="a", role="assistant") as s:
+        s.call("read_webpage", {"url": "https://contact.example/"})
+        s.call("save_note", {"text": ATTACKER})
+        with pytest.raises(Denied) as e:
+            s.call("create_event", {"title": "Intro", "participants": [ATTACKER]})
+    assert "flow.untrusted_target" in e.value.rules
+
+
+def test_a_trusted_note_with_an_address_no_untrusted_source_held_alone_still_vouches(tmp_path: Path) -> None:
+    """Control: the untrusted page is long and the note names the address on its own."""
+    page = ("Welcome to our community page. We post news about the garden, the library and the "
+            f"swimming pool every week, and {ATTACKER} answers questions about the opening hours.")
+    wall = _bare_wall(tmp_path, page)
+    with wall.session(agent="a", role="assistant") as s:
+        s.call("read_webpage", {"url": "https://contact.example/"})
+        s.call("save_note", {"text": f"Mark's address from the staff list: {ATTACKER}"})
+        assert s.call("create_event", {"title": "Intro", "participants": [ATTACKER]}) == "created"

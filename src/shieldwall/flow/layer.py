@@ -231,14 +231,22 @@ class FlowResultLayer:
         # (a contact list naming the address is no echo of the mail that named it too).
         # Only address-like values (with @ . / : or digits: addresses, URLs, hosts, numbers)
         # are taken out: plain words and word spans are the very text whose echo is looked for.
+        addresses = sorted((k for k in suspect if _ADDRESS_LIKE.search(k) and not k.startswith("#")),
+                           key=len, reverse=True)
         rest = text
-        for k in sorted((k for k in suspect if _ADDRESS_LIKE.search(k) and not k.startswith("#")),
-                        key=len, reverse=True):
+        for k in addresses:
             rest = re.sub(re.escape(k), " ", rest, flags=re.IGNORECASE)
         floor = self.ctx.section.fingerprint.min_matches
-        for m in store.match(self.ctx.fingerprinter.query(rest, store.short_lengths())):
+        shorts = store.short_lengths()
+        for m in store.match(self.ctx.fingerprinter.query(rest, shorts)):
             if not m.source.trusted and (m.exact or m.hits >= min(floor, max(1, m.source.grams))):
                 return targets - suspect
+        # An untrusted value that held an address and nothing else leaves nothing to
+        # recognise its echo by: what it named stays untrusted whoever repeats it.
+        for k in addresses:
+            for m in store.match(self.ctx.fingerprinter.query(k, shorts)):
+                if not m.source.trusted and (m.source.grams <= m.hits if m.source.grams else m.exact):
+                    return targets - suspect
         return targets
 
     def _fresh(self, session: SessionState, tool: str, rank: int, trusted: bool,

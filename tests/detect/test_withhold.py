@@ -123,3 +123,58 @@ def test_two_injections_in_two_strings_are_both_withheld(tmp_path: Path) -> None
     assert out.count(WITHHELD_MARKER) == 2
     assert "Room 4" in out and "Standup 29" in out
     assert "Ignore all previous" not in out and ATTACKER not in out
+
+
+class _RefuseResultsOf:
+    """A test layer (the gate and every room are real) that refuses one tool's results after
+    the detect room withheld strings from them: the case of another room saying no."""
+
+    name = "test.refuse_result"
+    order = 10_000
+    kinds = frozenset({ToolResult.kind})
+
+    def __init__(self, tool: str) -> None:
+        self.tool = tool
+
+    def check(self, action: Any, session: Any) -> Any:
+        if action.tool != self.tool:
+            return None
+        from shieldwall.actions import Finding
+        from shieldwall.layers import Outcome
+
+        return Outcome((Finding(self.name, "test.refused", "refused for the test", Verdict.DENY),))
+
+
+def test_what_was_withheld_from_a_refused_trusted_result_is_recorded_at_once(tmp_path: Path) -> None:
+    """With `scan_trusted`, a trusted result can have strings withheld; when another layer then
+    refuses that result, the withheld text is recorded as untrusted right away, under that
+    tool, instead of waiting in the session for the next result to carry it."""
+    from shieldwall.flow.layer import EXTRAS_KEY
+    from shieldwall.layers import WITHHELD_KEY
+
+    policy = POLICY.replace("search_events: {result: {sensitivity: public, trusted: false}}",
+                            "search_events: {result: {sensitivity: public, trusted: true}}\n"
+                            "  lookup: {result: {sensitivity: public, trusted: true}}")
+    policy = policy.replace("tools: [search_events,", "tools: [lookup, search_events,")
+    policy = policy.replace("results: {on_injection: remove}", "results: {on_injection: remove, scan_trusted: true}")
+    events = [{"id": "7", "title": "Quarterly sync", "description": INJECTION}]
+    wall = Shieldwall(parse_policy(policy), base_dir=tmp_path, audit=False)
+
+    @wall.tool
+    def search_events(query: str) -> list[dict[str, Any]]:
+        return events
+
+    @wall.tool
+    def lookup(name: str) -> str:
+        return "no such entry"
+
+    wall.gate.add(_RefuseResultsOf("search_events"))
+    with wall.session(agent="a", role="assistant") as s:
+        with pytest.raises(Denied) as e:
+            s.call("search_events", {"query": "sync"})
+        assert "test.refused" in e.value.rules and "detect.injection.withheld" in e.value.rules
+        assert WITHHELD_KEY not in s.state.extras
+        store = s.state.extras[EXTRAS_KEY]
+        assert {src.tool for src in store._sources.values() if not src.trusted} == {"search_events"}
+        s.call("lookup", {"name": "x"})
+        assert {src.tool for src in store._sources.values() if not src.trusted} == {"search_events"}

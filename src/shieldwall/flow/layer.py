@@ -161,9 +161,16 @@ class FlowResultLayer:
         must still count as the attacker's then. Trusted content refused is not vouched for."""
         if isinstance(action, ModelInput) and not action.trusted:
             self.commit(action, session)
-        elif (isinstance(action, ToolResult) and action.error is None
-              and not label_for(session.policy, action.tool).trusted):
-            self.commit(action, session)
+        elif isinstance(action, ToolResult) and action.error is None:
+            label = label_for(session.policy, action.tool)
+            if not label.trusted:
+                self.commit(action, session)
+            elif WITHHELD_KEY in session.extras:
+                # what the detect room withheld from a trusted result is still the
+                # attacker's text, and must not wait for (and be filed under) the next result
+                store = self.ctx.store(session)
+                assert store is not None
+                self._record_withheld(session, store, action.tool, label.rank)
 
     def commit(self, action: Action, session: SessionState) -> None:
         store = self.ctx.store(session)
@@ -175,13 +182,7 @@ class FlowResultLayer:
         if not isinstance(action, ToolResult) or action.error is not None:
             return
         label = label_for(session.policy, action.tool)
-        withheld: list[str] | None = session.extras.pop(WITHHELD_KEY, None)
-        for text in withheld or ():
-            # text a result layer withheld from the model: still the attacker's content
-            if (key := self._fresh(session, action.tool, label.rank, False, text)) is not None:
-                store.record(action.tool, label.rank, False, self.ctx.fingerprinter.seen(text),
-                             self.ctx.targets_in(text))
-                self._kept(session, key)
+        self._record_withheld(session, store, action.tool, label.rank)
         fields = self.ctx.trusted_fields.get(action.tool)
         if label.trusted or not fields:
             text = "\n".join(strings(action.result))
@@ -211,6 +212,14 @@ class FlowResultLayer:
                 keys |= self.ctx.targets_in(v)
             store.mark(untrusted=False, targets=keys)
         self._kept(session, key)
+
+    def _record_withheld(self, session: SessionState, store: FlowStore, tool: str, rank: int) -> None:
+        """Text a result layer withheld from the model: still the attacker's content."""
+        withheld: list[str] | None = session.extras.pop(WITHHELD_KEY, None)
+        for text in withheld or ():
+            if (key := self._fresh(session, tool, rank, False, text)) is not None:
+                store.record(tool, rank, False, self.ctx.fingerprinter.seen(text), self.ctx.targets_in(text))
+                self._kept(session, key)
 
     def _not_echoed(self, store: FlowStore, text: str, targets: set[str]) -> set[str]:
         """The targets a trusted result may vouch for. A trusted tool whose result repeats

@@ -558,7 +558,9 @@ class EgressPolicy:
                 )
             )
         findings.extend(self.inspector.inspect(action.url, action.headers, action.body, live_secrets))
-        if resolve and not findings:
+        # An IP literal's one address was checked by check_static, to the same rule: only
+        # a name has addresses left to check.
+        if resolve and not findings and parsed.ip is None:
             try:
                 self.connect_addresses(parsed)
             except EgressRefused as e:

@@ -442,10 +442,13 @@ def command(
         "phase), not one request at a time. `CPUs busy` is the CPU time of proxy, load "
         "generator and upstream server together per second of the phase: well below "
         f"{cpus}, the rate is set by the service time and the connections; near {cpus} (or "
-        "what other work leaves of it), the proxy's CPU limits it again. The proxy's CPU per "
-        "request here is not comparable with the CPU-bound rows: at a lower rate each "
-        "wake-up of the event loop serves fewer requests (and the audit writer commits "
-        "smaller batches).",
+        "what other work leaves of it), the proxy's CPU limits it again. The proxy is one "
+        "event loop (one CPU at most): answers that arrive together wait there in turn, and "
+        "the upstream's timers fire on ~1 ms ticks, so its answers do arrive in bursts of up "
+        "to one per connection; the shorter the service time, the more that queueing shows. "
+        "The proxy's CPU per request here is not comparable with the CPU-bound rows: at a "
+        "lower rate each wake-up of the event loop serves fewer requests (and the audit "
+        "writer commits smaller batches).",
         "",
         "Command: `shieldwall bench egress`",
     ]

@@ -60,7 +60,7 @@ def test_classifier_alone_decides_in_documents_above_its_document_threshold(
     base = dataclasses.replace(shipped, threshold=score - 1e-4)
     strict = dataclasses.replace(base, card={**shipped.card, "tool_threshold": score + 1e-5})
     monkeypatch.setattr(classifier, "default_model", lambda: strict)
-    assert injection.scan(text).flagged
+    assert injection.scan(text, use_encoder=False).flagged  # the n-gram model's own operating point
     r = injection.scan(text, channel="tool", classifier_alone_in_tools=True, doc_model=False)
     assert not r.flagged and [h.rule for h in r.advisory] == ["detect.injection.classifier_only"]
     loose = dataclasses.replace(base, card={**shipped.card, "tool_threshold": score - 1e-5})

@@ -112,7 +112,7 @@ def command(
     from rich.console import Console
     from rich.table import Table
 
-    from ..detect import classifier, evaldata, heuristics, injection
+    from ..detect import classifier, encoder, evaldata, heuristics, injection
     from ..detect.normalise import normalise
 
     console = Console()
@@ -132,13 +132,18 @@ def command(
     det: dict[str, dict[int, tuple[bool, float, float]]] = {
         "shieldwall/combined": {}, "shieldwall/rules": {}, "shieldwall/classifier": {},
         "shieldwall/combined-no-channel": {}, "shieldwall/combined-doc-model": {},
-        "shieldwall/heuristics-only": {}}
+        "shieldwall/combined-no-encoder": {}, "shieldwall/heuristics-only": {}}
+    enc = encoder.default_encoder()
     heur_ms: list[float] = []
     for i, s in enumerate(samples):
         t0 = time.perf_counter()
         r = injection.scan(s.text, channel=s.channel)
         ms = (time.perf_counter() - t0) * 1000
         det["shieldwall/combined"][i] = (r.score >= 0.5, r.score, ms)
+        if enc is not None:
+            t0 = time.perf_counter()
+            rn = injection.scan(s.text, channel=s.channel, use_encoder=False)
+            det["shieldwall/combined-no-encoder"][i] = (rn.score >= 0.5, rn.score, (time.perf_counter() - t0) * 1000)
         t0 = time.perf_counter()
         rr = injection.scan(s.text, use_model=False, channel=s.channel)
         det["shieldwall/rules"][i] = (rr.score >= 0.5, rr.score, (time.perf_counter() - t0) * 1000)
@@ -172,10 +177,17 @@ def command(
             two_kb.append(buf[:2048])
             buf = buf[2048:]
     lat2k: list[float] = []
+    lat2k_user: list[float] = []
+    in_band = 0
     for t in two_kb[:400]:
         t0 = time.perf_counter()
         injection.scan(t, channel="tool")
         lat2k.append((time.perf_counter() - t0) * 1000)
+        t0 = time.perf_counter()
+        injection.scan(t, channel="user")  # the same text pasted as a prompt: the encoder may run
+        lat2k_user.append((time.perf_counter() - t0) * 1000)
+        if enc is not None:
+            in_band += enc.cascade.in_band(model.logits(normalise(t).scan_text)[0])
     total_bytes = sum(len(s.text.encode()) for s in samples)
     heur_mbs = total_bytes / 1e6 / (sum(heur_ms) / 1000)
     # Throughput of the heuristic layer in a tight warm loop, best of three, by wall clock
@@ -237,6 +249,18 @@ def command(
                   f"{doc.card['threshold_rule']}; `classifier` uses it on the tool channel. It is off by "
                   "default because out of distribution it flags many clean documents (rows below): that "
                   "default was chosen after seeing these rows; no threshold was. ")
+    if enc is not None:
+        c = enc.cascade
+        ev = enc.card.get("validation", {}).get("prompts", {})
+        md.append(f"In user prompts the encoder `{enc.card['name']}` ({enc.card['kind']}; policy "
+                  "`detect.injection.encoder`, on by default) settles the texts whose n-gram logit z lies in "
+                  f"[{c.lo:.2f}, {c.hi:.2f}): there the mix {c.mix:.1f}·z + {1 - c.mix:.1f}·e of the two logits "
+                  f"decides against {c.threshold:.2f}; below the band the text is clean, above it flagged. "
+                  f"Band and threshold were set for {enc.card['cascade_rule'].split('chosen on validation for ')[-1]}"
+                  f" (validation prompts: recall {100 * ev.get('recall', float('nan')):.1f}% at "
+                  f"{100 * ev.get('fpr', float('nan')):.2f}% FPR, the encoder ran on "
+                  f"{100 * ev.get('encoder_share', float('nan')):.0f}% of them). `combined-no-encoder` is the "
+                  f"same scan with the encoder off. Training: `{enc.card['training_command']}`.\n")
     md.append("`combined-no-channel` lets the prompt model decide alone at its prompt threshold everywhere. "
               "`classifier` is the channel's model alone. "
               "`rules` = normalisation + decoding + rules; `heuristics-only` = normalisation + "
@@ -257,7 +281,8 @@ def command(
               "comparison; the shipped thresholds were set on validation data only). Binary "
               "scanners have a single operating point.\n")
     table = Table(*header, title="injection detection")
-    order = ["shieldwall/combined", "shieldwall/combined-doc-model", "shieldwall/combined-no-channel",
+    order = ["shieldwall/combined", "shieldwall/combined-no-encoder", "shieldwall/combined-doc-model",
+             "shieldwall/combined-no-channel",
              "shieldwall/rules",
              "shieldwall/heuristics-only", "shieldwall/classifier",
              *sorted(k for k in det if not k.startswith("shieldwall/"))]
@@ -292,7 +317,8 @@ def command(
     total_chars = {i: len(s.text.encode()) for i, s in enumerate(samples)}
     for name in order:
         got = det[name]
-        if name in ("shieldwall/combined-no-channel", "shieldwall/combined-doc-model") or not got:
+        if name in ("shieldwall/combined-no-channel", "shieldwall/combined-doc-model",
+                    "shieldwall/combined-no-encoder") or not got:
             continue
         times = [v[2] for v in got.values()]
         chars = sum(total_chars[i] for i in got)
@@ -303,6 +329,10 @@ def command(
                   f"{_percentile(times, 0.99):.3f} | {mbs:.2f} |")
     md.append(f"\n- Shieldwall combined on 2 KB texts (tool outputs packed to 2048 chars, n={len(lat2k)}): "
               f"p50 {_percentile(lat2k, 0.5):.3f} ms, p99 {_percentile(lat2k, 0.99):.3f} ms.")
+    if lat2k_user:
+        md.append(f"- The same 2 KB texts scanned as user prompts (the encoder runs on the best window when the "
+                  f"n-gram logit is in its band: {in_band}/{len(lat2k_user)} here): "
+                  f"p50 {_percentile(lat2k_user, 0.5):.3f} ms, p99 {_percentile(lat2k_user, 0.99):.3f} ms.")
     md.append(f"- Heuristic layer alone (normalise + one RE2 set pass + leet view, per text, "
               f"{total_bytes / 1e6:.1f} MB in {len(samples)} texts): first pass {heur_mbs:.1f} MB/s; "
               f"warm loop, best of 3: {best_wall:.1f} MB/s wall clock, {best_cpu:.1f} MB/s of CPU time.")

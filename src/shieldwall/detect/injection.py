@@ -4,7 +4,9 @@ Scores are put on one scale where 0.5 is each part's own threshold (the classifi
 from its card, the rules' :data:`RULE_THRESHOLD`), so "flagged" is ``score >= 0.5`` and
 the combined score is the maximum of the parts.
 
-Channels. In a user prompt the prompt model decides on its own. In a tool output or a
+Channels. In a user prompt the prompt model decides, with the encoder
+(:mod:`.encoder`, ``use_encoder``) settling the texts whose n-gram logit falls in the
+cascade's band. In a tool output or a
 document (``channel="tool"``) the prompt model needs support from at least one rule (or,
 only with ``classifier_alone_in_tools=True``, a score above the card's stricter
 ``tool_threshold``), because a model trained mostly on prompts scores long structured text
@@ -25,6 +27,7 @@ from dataclasses import dataclass, field
 
 from ..actions import Severity
 from . import classifier, encodings, heuristics
+from . import encoder as encoder_mod
 from .base import Hit
 from .normalise import normalise
 
@@ -60,7 +63,8 @@ def rule_scale(hs: float, threshold: float = RULE_THRESHOLD) -> float:
 
 def scan(text: str, *, use_model: bool = True, decode: bool = True,
          rule_threshold: float = RULE_THRESHOLD, channel: str = "user",
-         classifier_alone_in_tools: bool = False, doc_model: bool = False) -> InjectionResult:
+         classifier_alone_in_tools: bool = False, doc_model: bool = False,
+         use_encoder: bool = True) -> InjectionResult:
     """Scan one text for injected instructions. ``channel`` is ``"user"`` (a prompt) or
     ``"tool"`` (tool output, retrieved document, e-mail, web page)."""
     text = text[:MAX_SCAN]
@@ -84,7 +88,14 @@ def scan(text: str, *, use_model: bool = True, decode: bool = True,
     elif model is not None:
         z, span = model.logits(view)
         ms = _sig(z - _logit(model.threshold))
-        evidence = classifier.prepare(view)[span[0]:span[0] + 80]
+        prepared = classifier.prepare(view)
+        evidence = prepared[span[0]:span[0] + 80]
+        enc = encoder_mod.default_encoder() if use_encoder and channel == "user" else None
+        e: float | None = None
+        if enc is not None:
+            if enc.cascade.in_band(z):
+                e = enc.logit(prepared[span[0]:span[1]])
+            ms = _sig(enc.cascade.margin(z, e))
         tool_thr = float(model.card.get("tool_threshold", 1.0)) if classifier_alone_in_tools else 1.0
         if channel == "tool" and not rule_hits and ms >= 0.5 and tool_thr < 1.0 and _sig(z) >= tool_thr:
             ms = _sig(z - _logit(tool_thr))
@@ -98,9 +109,9 @@ def scan(text: str, *, use_model: bool = True, decode: bool = True,
                                 severity=Severity.LOW))
             ms = min(ms, 0.49)
         elif ms >= 0.5:
-            hits.append(Hit("detect.injection.classifier",
-                            f"injection classifier above its threshold ({_sig(z):.3f})",
-                            score=_sig(z), span=span, evidence=evidence))
+            how = (f"n-gram {_sig(z):.3f}, encoder {_sig(e):.3f}" if e is not None else f"{_sig(z):.3f}")
+            hits.append(Hit("detect.injection.classifier", f"injection classifier above its threshold ({how})",
+                            score=ms if enc is not None else _sig(z), span=span, evidence=evidence))
     score = max(rs, ms)
     if decode:
         for d in encodings.decode_all(norm.text):
@@ -108,7 +119,7 @@ def scan(text: str, *, use_model: bool = True, decode: bool = True,
                 continue
             sub = scan(d.text, use_model=use_model, decode=False, rule_threshold=rule_threshold,
                        channel=channel, classifier_alone_in_tools=classifier_alone_in_tools,
-                       doc_model=doc_model)
+                       doc_model=doc_model, use_encoder=use_encoder)
             if sub.flagged:
                 hits.append(Hit("detect.injection.encoded",
                                 f"{d.kind}-encoded text (depth {d.depth}) holds an injection",

@@ -100,7 +100,7 @@ class _Base:
         text = text[: self.section.max_scan_chars]
         res = injection.scan(text, use_model=inj.classifier, decode=inj.decode,
                              rule_threshold=inj.rule_threshold, channel=channel,
-                             doc_model=inj.document_model)
+                             doc_model=inj.document_model, use_encoder=inj.encoder)
         flagged = res.score >= inj.threshold
         hits = [h for h in res.hits if h.rule.startswith("detect.injection.")] if flagged else []
         return res, hits
@@ -359,13 +359,17 @@ def external_from(section: DetectSection) -> ExternalClassifier | None:
     return ExternalClassifier(ext.base_url, ext.model, ext.format, ext.timeout, ext.threshold, key)
 
 
-def _warm() -> None:
-    """Load the model, compile the rule set and the detect-secrets plugins now: done lazily,
-    the first scan of a process costs 0.2-0.4 s and would overrun the layer time budget."""
-    from . import injection
+def _warm(section: DetectSection) -> None:
+    """Load the models, compile the rule set and the detect-secrets plugins now: done lazily,
+    the first scan of a process costs 0.2-0.4 s (the encoder's first run as much again) and
+    would overrun the layer time budget."""
+    from . import encoder, injection
 
     secrets.scan("warm up: password = 'x'")
-    injection.scan("warm up the detector")
+    injection.scan("warm up the detector", use_encoder=section.injection.encoder)
+    enc = encoder.default_encoder() if section.injection.encoder and section.injection.classifier else None
+    if enc is not None:
+        enc.logit("warm up the encoder")
 
 
 def build(wall: Shieldwall) -> list[Layer]:
@@ -378,7 +382,7 @@ def build(wall: Shieldwall) -> list[Layer]:
         return state_for(state).spotlighter.wrap(text, source=source)
 
     wall.set_spotlighter(spotlight)
-    _warm()
+    _warm(section)
     layers: list[Layer] = [InputLayer(section, ext), ResultLayer(section, ext),
                            OutputLayer(section, ext, wall)]
     if section.results.spotlight:

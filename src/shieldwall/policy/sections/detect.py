@@ -36,6 +36,10 @@ class InjectionSettings(_Strict):
                                   description="noisy-or of heuristic rule weights")
     classifier: bool = Field(default=True, description="use the shipped n-gram classifier")
     decode: bool = Field(default=True, description="decode base64/hex/url/rot13 and rescan")
+    encoder: bool = Field(
+        default=True,
+        description="in user prompts, let the shipped ONNX encoder settle the texts the n-gram classifier "
+        "is unsure of (about 10% of prompts; a few ms each on one core); off: the n-gram classifier alone")
     document_model: bool = Field(
         default=False,
         description="in tool results and documents let the document-channel classifier decide alone "

@@ -2,7 +2,7 @@
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-EXTRAS ?= dev,proxy,agentdojo,test-vault,sandbox-wasm
+EXTRAS ?= dev,proxy,agentdojo,test-vault,sandbox-wasm,detect-encoder
 
 .PHONY: setup demo test lint typecheck unit system services peers lock clean bench-detect-deps bench-detect
 

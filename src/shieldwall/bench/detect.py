@@ -132,7 +132,7 @@ def command(
     det: dict[str, dict[int, tuple[bool, float, float]]] = {
         "shieldwall/combined": {}, "shieldwall/rules": {}, "shieldwall/classifier": {},
         "shieldwall/combined-no-channel": {}, "shieldwall/combined-doc-model": {},
-        "shieldwall/combined-no-encoder": {}, "shieldwall/heuristics-only": {}}
+        "shieldwall/combined-encoder": {}, "shieldwall/heuristics-only": {}}
     enc = encoder.default_encoder()
     heur_ms: list[float] = []
     for i, s in enumerate(samples):
@@ -142,8 +142,8 @@ def command(
         det["shieldwall/combined"][i] = (r.score >= 0.5, r.score, ms)
         if enc is not None:
             t0 = time.perf_counter()
-            rn = injection.scan(s.text, channel=s.channel, use_encoder=False)
-            det["shieldwall/combined-no-encoder"][i] = (rn.score >= 0.5, rn.score, (time.perf_counter() - t0) * 1000)
+            rn = injection.scan(s.text, channel=s.channel, use_encoder=True)
+            det["shieldwall/combined-encoder"][i] = (rn.score >= 0.5, rn.score, (time.perf_counter() - t0) * 1000)
         t0 = time.perf_counter()
         rr = injection.scan(s.text, use_model=False, channel=s.channel)
         det["shieldwall/rules"][i] = (rr.score >= 0.5, rr.score, (time.perf_counter() - t0) * 1000)
@@ -184,7 +184,7 @@ def command(
         injection.scan(t, channel="tool")
         lat2k.append((time.perf_counter() - t0) * 1000)
         t0 = time.perf_counter()
-        injection.scan(t, channel="user")  # the same text pasted as a prompt: the encoder may run
+        injection.scan(t, channel="user", use_encoder=True)  # pasted as a prompt, encoder on
         lat2k_user.append((time.perf_counter() - t0) * 1000)
         if enc is not None:
             in_band += enc.cascade.in_band(model.logits(normalise(t).scan_text)[0])
@@ -252,15 +252,18 @@ def command(
     if enc is not None:
         c = enc.cascade
         ev = enc.card.get("validation", {}).get("prompts", {})
-        md.append(f"In user prompts the encoder `{enc.card['name']}` ({enc.card['kind']}; policy "
-                  "`detect.injection.encoder`, on by default) settles the texts whose n-gram logit z lies in "
+        md.append(f"`combined-encoder` (policy `detect.injection.encoder: true`, off by default): in user "
+                  f"prompts the encoder `{enc.card['name']}` ({enc.card['kind']}) settles the texts whose n-gram "
+                  "logit z lies in "
                   f"[{c.lo:.2f}, {c.hi:.2f}): there the mix {c.mix:.1f}·z + {1 - c.mix:.1f}·e of the two logits "
                   f"decides against {c.threshold:.2f}; below the band the text is clean, above it flagged. "
                   f"Band and threshold were set for {enc.card['cascade_rule'].split('chosen on validation for ')[-1]}"
                   f" (validation prompts: recall {100 * ev.get('recall', float('nan')):.1f}% at "
                   f"{100 * ev.get('fpr', float('nan')):.2f}% FPR, the encoder ran on "
-                  f"{100 * ev.get('encoder_share', float('nan')):.0f}% of them). `combined-no-encoder` is the "
-                  f"same scan with the encoder off. Training: `{enc.card['training_command']}`.\n")
+                  f"{100 * ev.get('encoder_share', float('nan')):.0f}% of them). It is off by default because "
+                  "on the held-out rows below it adds little recall and raises out-of-distribution false "
+                  "positives: that default was chosen after seeing these rows; no threshold was. Training: "
+                  f"`{enc.card['training_command']}`, calibration `{enc.card['calibration_command']}`.\n")
     md.append("`combined-no-channel` lets the prompt model decide alone at its prompt threshold everywhere. "
               "`classifier` is the channel's model alone. "
               "`rules` = normalisation + decoding + rules; `heuristics-only` = normalisation + "
@@ -281,7 +284,7 @@ def command(
               "comparison; the shipped thresholds were set on validation data only). Binary "
               "scanners have a single operating point.\n")
     table = Table(*header, title="injection detection")
-    order = ["shieldwall/combined", "shieldwall/combined-no-encoder", "shieldwall/combined-doc-model",
+    order = ["shieldwall/combined", "shieldwall/combined-encoder", "shieldwall/combined-doc-model",
              "shieldwall/combined-no-channel",
              "shieldwall/rules",
              "shieldwall/heuristics-only", "shieldwall/classifier",
@@ -318,7 +321,7 @@ def command(
     for name in order:
         got = det[name]
         if name in ("shieldwall/combined-no-channel", "shieldwall/combined-doc-model",
-                    "shieldwall/combined-no-encoder") or not got:
+                    "shieldwall/combined-encoder") or not got:
             continue
         times = [v[2] for v in got.values()]
         chars = sum(total_chars[i] for i in got)
@@ -330,8 +333,8 @@ def command(
     md.append(f"\n- Shieldwall combined on 2 KB texts (tool outputs packed to 2048 chars, n={len(lat2k)}): "
               f"p50 {_percentile(lat2k, 0.5):.3f} ms, p99 {_percentile(lat2k, 0.99):.3f} ms.")
     if lat2k_user:
-        md.append(f"- The same 2 KB texts scanned as user prompts (the encoder runs on the best window when the "
-                  f"n-gram logit is in its band: {in_band}/{len(lat2k_user)} here): "
+        md.append(f"- The same 2 KB texts scanned as user prompts with the encoder on (it runs on the best "
+                  f"window when the n-gram logit is in its band: {in_band}/{len(lat2k_user)} here): "
                   f"p50 {_percentile(lat2k_user, 0.5):.3f} ms, p99 {_percentile(lat2k_user, 0.99):.3f} ms.")
     md.append(f"- Heuristic layer alone (normalise + one RE2 set pass + leet view, per text, "
               f"{total_bytes / 1e6:.1f} MB in {len(samples)} texts): first pass {heur_mbs:.1f} MB/s; "

@@ -6,7 +6,10 @@ guiding outputs"). This encoder is all-MiniLM-L6-v2 (shipped by the ``gt-all-min
 package, Apache-2.0) fine-tuned by ``scripts/train_encoder.py`` on the same training splits,
 exported to ONNX with int8 weights and run by onnxruntime: no PyTorch, no download.
 
-It runs as a cascade, in the user channel only, and only where the n-gram model is unsure:
+It is opt-in (policy ``detect.injection.encoder``; runtime in the ``detect-encoder`` extra):
+on the held-out test splits it added under a point of recall while out of distribution it
+flagged more benign prompts (benchmarks/detect.md). It runs as a cascade, in the user
+channel only, and only where the n-gram model is unsure:
 the n-gram logit ``z`` of the best window decides alone below ``lo`` (clean) and at or above
 ``hi`` (flagged); in between, the window's text goes through the encoder and the mix
 ``mix * z + (1 - mix) * e`` of the two logits decides against ``threshold``. All four numbers
@@ -70,8 +73,12 @@ class Encoder:
     """The ONNX model and its tokenizer; thread-safe (onnxruntime sessions are)."""
 
     def __init__(self, path: Path) -> None:
-        import onnxruntime as ort  # loaded on first use: only where the encoder runs
-        from tokenizers import Tokenizer
+        try:  # loaded on first use: only where the encoder runs
+            import onnxruntime as ort
+            from tokenizers import Tokenizer
+        except ImportError as exc:
+            raise ImportError(f"the injection encoder needs onnxruntime and tokenizers ({exc}): install "
+                              "shieldwall[detect-encoder], or turn detect.injection.encoder off") from exc
 
         onnx = path.with_suffix(".onnx")
         tok = path.with_suffix(".tokenizer.json")
@@ -113,8 +120,9 @@ class Encoder:
 
 @lru_cache(maxsize=1)
 def default_encoder() -> Encoder | None:
-    """The shipped encoder, or ``None`` when this install has none (the n-gram model then
-    decides alone, as before the encoder existed)."""
+    """The shipped encoder, or ``None`` when this install has no model file (the n-gram
+    model then decides alone). Without its runtime (the ``detect-encoder`` extra) this
+    raises :class:`ImportError`: a policy that asks for the encoder does not start without it."""
     path = MODEL_DIR / ENCODER_NAME
     if not path.with_suffix(".onnx").is_file():
         return None

@@ -4,9 +4,9 @@ Scores are put on one scale where 0.5 is each part's own threshold (the classifi
 from its card, the rules' :data:`RULE_THRESHOLD`), so "flagged" is ``score >= 0.5`` and
 the combined score is the maximum of the parts.
 
-Channels. In a user prompt the prompt model decides, with the encoder
-(:mod:`.encoder`, ``use_encoder``) settling the texts whose n-gram logit falls in the
-cascade's band. In a tool output or a
+Channels. In a user prompt the prompt model decides; with ``use_encoder`` (policy
+``detect.injection.encoder``, off by default) the encoder (:mod:`.encoder`) settles the
+texts whose n-gram logit falls in the cascade's band. In a tool output or a
 document (``channel="tool"``) the prompt model needs support from at least one rule (or,
 only with ``classifier_alone_in_tools=True``, a score above the card's stricter
 ``tool_threshold``), because a model trained mostly on prompts scores long structured text
@@ -64,7 +64,7 @@ def rule_scale(hs: float, threshold: float = RULE_THRESHOLD) -> float:
 def scan(text: str, *, use_model: bool = True, decode: bool = True,
          rule_threshold: float = RULE_THRESHOLD, channel: str = "user",
          classifier_alone_in_tools: bool = False, doc_model: bool = False,
-         use_encoder: bool = True) -> InjectionResult:
+         use_encoder: bool = False) -> InjectionResult:
     """Scan one text for injected instructions. ``channel`` is ``"user"`` (a prompt) or
     ``"tool"`` (tool output, retrieved document, e-mail, web page)."""
     text = text[:MAX_SCAN]

@@ -37,9 +37,11 @@ class InjectionSettings(_Strict):
     classifier: bool = Field(default=True, description="use the shipped n-gram classifier")
     decode: bool = Field(default=True, description="decode base64/hex/url/rot13 and rescan")
     encoder: bool = Field(
-        default=True,
+        default=False,
         description="in user prompts, let the shipped ONNX encoder settle the texts the n-gram classifier "
-        "is unsure of (about 10% of prompts; a few ms each on one core); off: the n-gram classifier alone")
+        "is unsure of (about 4% of prompts; a few ms each on one core; needs the detect-encoder extra). "
+        "Off by default: on held-out data it added little recall and raised out-of-distribution false "
+        "positives (benchmarks/detect.md)")
     document_model: bool = Field(
         default=False,
         description="in tool results and documents let the document-channel classifier decide alone "

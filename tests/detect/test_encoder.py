@@ -8,7 +8,6 @@ import hashlib
 import json
 import math
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -20,6 +19,8 @@ from shieldwall import Shieldwall
 from shieldwall.detect import classifier, encoder, injection
 from shieldwall.detect.normalise import normalise
 from shieldwall.policy.load import parse_policy
+
+from .offline import run_offline
 
 FIXTURE = Path(__file__).parent.parent / "data" / "detect_encoder_scores.json"
 ENCODER = classifier.MODEL_DIR / encoder.ENCODER_NAME
@@ -143,11 +144,6 @@ def test_missing_files_and_bad_cascades_are_refused_with_what_to_do(tmp_path: Pa
 
 def test_the_encoder_runs_offline_without_torch_or_transformers() -> None:
     code = (
-        "import sys, socket\n"
-        "def refuse(*a, **k):\n"
-        "    raise OSError('network used')\n"
-        "socket.socket.connect = refuse\n"
-        "socket.create_connection = refuse\n"
         "from shieldwall.detect import encoder, injection\n"
         "enc = encoder.default_encoder()\n"
         "enc.cascade = encoder.Cascade(-100.0, 100.0, 0.5, 0.0)\n"
@@ -155,8 +151,7 @@ def test_the_encoder_runs_offline_without_torch_or_transformers() -> None:
         "bad = [m for m in ('torch', 'sklearn', 'transformers') if m in sys.modules]\n"
         "print('onnxruntime' in sys.modules, bad)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "True []"
+    assert run_offline(code) == "True []"
 
 
 def test_without_its_runtime_the_encoder_says_which_extra_to_install(monkeypatch: pytest.MonkeyPatch) -> None:

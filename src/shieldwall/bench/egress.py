@@ -156,6 +156,20 @@ audit: {{path: audit.db}}
 """
 
 
+
+def _row(first: str, path_: str, r: dict[str, Any], base: dict[str, Any], last: str) -> list[str]:
+    """One table row: latency, what the proxy added, throughput and its ratio to direct."""
+    direct = path_ == "direct"
+    return [
+        first, path_, f"{r['p50'] * 1e3:.3f}", f"{r['p99'] * 1e3:.3f}",
+        "—" if direct else f"{(r['p50'] - base['p50']) * 1e3:+.3f}",
+        "—" if direct else f"{(r['p99'] - base['p99']) * 1e3:+.3f}",
+        f"{r['rps']:.0f}",
+        "1.00" if direct else f"{r['rps'] / base['rps']:.2f}",
+        "—" if direct else f"{r['proxy_cpu'] * 1e6:.0f}",
+        last,
+    ]
+
 def command(
     n: Annotated[int, typer.Option(help="small-body requests per phase, summed over rounds")] = 10000,
     n_large: Annotated[int, typer.Option(help="1 MB requests per phase, summed over rounds")] = 150,
@@ -326,15 +340,7 @@ def command(
     for label, path_, r in results:
         if path_ == "direct":
             base = r
-        row = [
-            label, path_, f"{r['p50'] * 1e3:.3f}", f"{r['p99'] * 1e3:.3f}",
-            "—" if path_ == "direct" else f"{(r['p50'] - base['p50']) * 1e3:+.3f}",
-            "—" if path_ == "direct" else f"{(r['p99'] - base['p99']) * 1e3:+.3f}",
-            f"{r['rps']:.0f}",
-            "1.00" if path_ == "direct" else f"{r['rps'] / base['rps']:.2f}",
-            "—" if path_ == "direct" else f"{r['proxy_cpu'] * 1e6:.0f}",
-            f"{r['ends_cpu'] * 1e6:.0f}",
-        ]
+        row = _row(label, path_, r, base, f"{r['ends_cpu'] * 1e6:.0f}")
         rows.append(row)
         table.add_row(*row)
     if results:
@@ -351,15 +357,7 @@ def command(
     for ms, path_, r in service:
         if path_ == "direct":
             sbase = r
-        row = [
-            f"{ms:g} ms", path_, f"{r['p50'] * 1e3:.3f}", f"{r['p99'] * 1e3:.3f}",
-            "—" if path_ == "direct" else f"{(r['p50'] - sbase['p50']) * 1e3:+.3f}",
-            "—" if path_ == "direct" else f"{(r['p99'] - sbase['p99']) * 1e3:+.3f}",
-            f"{r['rps']:.0f}",
-            "1.00" if path_ == "direct" else f"{r['rps'] / sbase['rps']:.2f}",
-            "—" if path_ == "direct" else f"{r['proxy_cpu'] * 1e6:.0f}",
-            f"{r['cpus_busy']:.2f}",
-        ]
+        row = _row(f"{ms:g} ms", path_, r, sbase, f"{r['cpus_busy']:.2f}")
         s_rows.append(row)
         s_table.add_row(*row)
     console.print(s_table)

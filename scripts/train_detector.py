@@ -186,17 +186,23 @@ def local_longform() -> list[tuple[str, str]]:
     return docs
 
 
-def split_docs(docs: list[tuple[str, str]], seed: int) -> tuple[list[str], list[str], str]:
+def split_sources(docs: list[tuple[str, str]], seed: int) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """Whole sources, 80% train / 20% validation (the same draws for every model)."""
     rng = random.Random(seed)
-    train: list[str] = []
-    val: list[str] = []
+    train: list[tuple[str, str]] = []
+    val: list[tuple[str, str]] = []
+    for doc in docs:
+        (val if rng.random() < 0.2 else train).append(doc)
+    return train, val
+
+
+def split_docs(docs: list[tuple[str, str]], seed: int) -> tuple[list[str], list[str], str]:
     h = hashlib.sha256()
     for src, text in docs:
         h.update(src.encode())
         h.update(hashlib.sha256(text.encode()).digest())
-        part = val if rng.random() < 0.2 else train
-        part.extend(_chunks(text))
-    return train, val, h.hexdigest()
+    train, val = split_sources(docs, seed)
+    return ([c for _, t in train for c in _chunks(t)], [c for _, t in val for c in _chunks(t)], h.hexdigest())
 
 
 # Benign task requests an agent's user might send, written for this project (hard negatives

@@ -60,15 +60,14 @@ def base_model_dir() -> Path:
 
 def locale_strings(docs: list[tuple[str, str]], seed: int) -> tuple[list[str], list[str]]:
     """Translated UI strings (gettext catalogs, ~150 languages) as short benign texts, split
-    by catalog the way :func:`train_detector.split_docs` splits every source (same draws)."""
-    rng = random.Random(seed)
-    train: list[str] = []
-    val: list[str] = []
-    for src, text in docs:
-        part = val if rng.random() < 0.2 else train
-        if src.startswith("/usr/share/locale/"):
-            part.extend(s.strip() for s in text.split("\n\n") if len(s.strip()) >= 12)
-    return train, val
+    by catalog as :func:`train_detector.split_sources` splits every source."""
+
+    def strings(part: list[tuple[str, str]]) -> list[str]:
+        return [s.strip() for src, text in part if src.startswith("/usr/share/locale/")
+                for s in text.split("\n\n") if len(s.strip()) >= 12]
+
+    train, val = td.split_sources(docs, seed)
+    return strings(train), strings(val)
 
 
 def finetune(texts: list[str], labels: list[int], out: Path, *, max_tokens: int, epochs: int, lr: float,

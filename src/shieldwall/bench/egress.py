@@ -16,9 +16,12 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 _UPSTREAM = r'''
 import asyncio, sys
@@ -157,18 +160,36 @@ audit: {{path: audit.db}}
 
 
 
-def _row(first: str, path_: str, r: dict[str, Any], base: dict[str, Any], last: str) -> list[str]:
-    """One table row: latency, what the proxy added, throughput and its ratio to direct."""
-    direct = path_ == "direct"
-    return [
-        first, path_, f"{r['p50'] * 1e3:.3f}", f"{r['p99'] * 1e3:.3f}",
-        "—" if direct else f"{(r['p50'] - base['p50']) * 1e3:+.3f}",
-        "—" if direct else f"{(r['p99'] - base['p99']) * 1e3:+.3f}",
-        f"{r['rps']:.0f}",
-        "1.00" if direct else f"{r['rps'] / base['rps']:.2f}",
-        "—" if direct else f"{r['proxy_cpu'] * 1e6:.0f}",
-        last,
-    ]
+_COLUMNS = ["p50 ms", "p99 ms", "added p50 ms", "added p99 ms", "req/s", "× direct rps", "proxy CPU µs/req"]
+
+
+def _table(title: str, header: list[str],
+           entries: list[tuple[str, str, dict[str, Any], str]]) -> tuple[Table, list[list[str]]]:
+    """Rows of (first column, path, figures, last column), each proxied path against the
+    ``direct`` entry before it: latency, what the proxy added, throughput and its ratio."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in header:
+        table.add_column(col)
+    rows: list[list[str]] = []
+    base: dict[str, Any] = {}
+    for first, path_, r, last in entries:
+        direct = path_ == "direct"
+        if direct:
+            base = r
+        row = [
+            first, path_, f"{r['p50'] * 1e3:.3f}", f"{r['p99'] * 1e3:.3f}",
+            "—" if direct else f"{(r['p50'] - base['p50']) * 1e3:+.3f}",
+            "—" if direct else f"{(r['p99'] - base['p99']) * 1e3:+.3f}",
+            f"{r['rps']:.0f}",
+            "1.00" if direct else f"{r['rps'] / base['rps']:.2f}",
+            "—" if direct else f"{r['proxy_cpu'] * 1e6:.0f}",
+            last,
+        ]
+        rows.append(row)
+        table.add_row(*row)
+    return table, rows
 
 def command(
     n: Annotated[int, typer.Option(help="small-body requests per phase, summed over rounds")] = 10000,
@@ -197,7 +218,6 @@ def command(
     import threading
 
     from rich.console import Console
-    from rich.table import Table
 
     from ..egress.layer import egress_policy
     from ..egress.proxy import EgressProxy, mint_token, policy_decider, session_decider
@@ -330,36 +350,16 @@ def command(
         wall.close()
         quiet.close()
 
-    header = ["body", "path", "p50 ms", "p99 ms", "added p50 ms", "added p99 ms", "req/s",
-              "× direct rps", "proxy CPU µs/req", "client+server CPU µs/req"]
-    table = Table(title="shieldwall bench egress")
-    for col in header:
-        table.add_column(col)
-    rows: list[list[str]] = []
-    base: dict[str, Any] = {}
-    for label, path_, r in results:
-        if path_ == "direct":
-            base = r
-        row = _row(label, path_, r, base, f"{r['ends_cpu'] * 1e6:.0f}")
-        rows.append(row)
-        table.add_row(*row)
+    header = ["body", "path", *_COLUMNS, "client+server CPU µs/req"]
+    table, rows = _table("shieldwall bench egress", header,
+                         [(label, p, r, f"{r['ends_cpu'] * 1e6:.0f}") for label, p, r in results])
     if results:
         console.print(table)
     cpus = os.cpu_count() or 1
-    s_header = ["upstream answers after", "path", "p50 ms", "p99 ms", "added p50 ms", "added p99 ms", "req/s",
-                "× direct rps", "proxy CPU µs/req", f"CPUs busy (of {cpus})"]
-    s_table = Table(title=f"a different scenario, not CPU-bound: a slower upstream, "
-                          f"{service_connections} connections")
-    for col in s_header:
-        s_table.add_column(col)
-    s_rows: list[list[str]] = []
-    sbase: dict[str, Any] = {}
-    for ms, path_, r in service:
-        if path_ == "direct":
-            sbase = r
-        row = _row(f"{ms:g} ms", path_, r, sbase, f"{r['cpus_busy']:.2f}")
-        s_rows.append(row)
-        s_table.add_row(*row)
+    s_header = ["upstream answers after", "path", *_COLUMNS, f"CPUs busy (of {cpus})"]
+    s_table, s_rows = _table(f"a different scenario, not CPU-bound: a slower upstream, "
+                             f"{service_connections} connections", s_header,
+                             [(f"{ms:g} ms", p, r, f"{r['cpus_busy']:.2f}") for ms, p, r in service])
     console.print(s_table)
     if service_only:
         console.print("--service-only: nothing written (the full table needs every scenario)")

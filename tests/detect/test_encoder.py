@@ -16,6 +16,7 @@ import numpy.typing as npt
 import pytest
 
 from shieldwall import Shieldwall
+from shieldwall.actions import ModelInput, Verdict
 from shieldwall.detect import classifier, encoder, injection
 from shieldwall.detect.normalise import normalise
 from shieldwall.policy.load import parse_policy
@@ -164,3 +165,31 @@ def test_the_encoder_is_off_unless_the_policy_asks_for_it() -> None:
     from shieldwall.policy.sections.detect import InjectionSettings
 
     assert InjectionSettings().encoder is False
+
+
+def test_a_policy_asking_for_the_encoder_does_not_start_without_its_runtime(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if the extra were not installed
+    encoder.default_encoder.cache_clear()
+    try:
+        policy = "version: 1\nroles: {r: {tools: []}}\ndetect:\n  injection: {encoder: true}\n"
+        with pytest.raises(ImportError, match=r"detect-encoder"):
+            Shieldwall(parse_policy(policy), base_dir=tmp_path, audit=False)
+    finally:
+        encoder.default_encoder.cache_clear()
+
+
+def test_an_encoder_that_fails_mid_scan_makes_the_gate_refuse(tmp_path: Path, wide: _Spy,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail closed: the encoder breaking on a prompt in its band denies that prompt."""
+    policy = "version: 1\nroles: {r: {tools: []}}\ndetect:\n  injection: {encoder: true}\n"
+    wall = Shieldwall(parse_policy(policy), base_dir=tmp_path, audit=False)
+
+    def broken(texts: list[str]) -> npt.NDArray[np.float64]:
+        raise RuntimeError("onnxruntime session failed")
+
+    monkeypatch.setattr(wide.enc, "logits", broken)  # a failure double; the gate and rooms are real
+    with wall.session(agent="a", role="r") as s:
+        d = s.decide(ModelInput("Summarise the design notes for me, please.", source="user", trusted=True))
+    assert d.verdict == Verdict.DENY
+    assert any(f.rule == "gate.layer_error" for f in d.findings)

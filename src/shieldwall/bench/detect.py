@@ -260,9 +260,10 @@ def command(
                   f"Band and threshold were set for {enc.card['cascade_rule'].split('chosen on validation for ')[-1]}"
                   f" (validation prompts: recall {100 * ev.get('recall', float('nan')):.1f}% at "
                   f"{100 * ev.get('fpr', float('nan')):.2f}% FPR, the encoder ran on "
-                  f"{100 * ev.get('encoder_share', float('nan')):.0f}% of them). It is off by default because "
-                  "on the held-out rows below it adds little recall and raises out-of-distribution false "
-                  "positives: that default was chosen after seeing these rows; no threshold was. Training: "
+                  f"{100 * ev.get('encoder_share', float('nan')):.0f}% of them). It is off by default: "
+                  "it needs the `detect-encoder` runtime (onnxruntime), and out of distribution it flags more "
+                  "benign user prompts than the n-gram model alone (row `channel=user (OOD)` below). That default "
+                  "was chosen after seeing these rows; no threshold was. Training: "
                   f"`{enc.card['training_command']}`, calibration `{enc.card['calibration_command']}`.\n")
     md.append("`combined-no-channel` lets the prompt model decide alone at its prompt threshold everywhere. "
               "`classifier` is the channel's model alone. "

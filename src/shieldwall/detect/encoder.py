@@ -7,9 +7,9 @@ package, Apache-2.0) fine-tuned by ``scripts/train_encoder.py`` on the same trai
 exported to ONNX with int8 weights and run by onnxruntime: no PyTorch, no download.
 
 It is opt-in (policy ``detect.injection.encoder``; runtime in the ``detect-encoder`` extra):
-on the held-out test splits it added under a point of recall while out of distribution it
-flagged more benign prompts (benchmarks/detect.md). It runs as a cascade, in the user
-channel only, and only where the n-gram model is unsure:
+it lifts recall on the held-out test splits, and out of distribution it also flags more
+benign user prompts (benchmarks/detect.md). It runs as a cascade, in the user channel only,
+and only where the n-gram model is unsure:
 the n-gram logit ``z`` of the best window decides alone below ``lo`` (clean) and at or above
 ``hi`` (flagged); in between, the window's text goes through the encoder and the mix
 ``mix * z + (1 - mix) * e`` of the two logits decides against ``threshold``. All four numbers

@@ -155,3 +155,23 @@ def test_detect_remove_mode_writes_its_own_table(tmp_path: Path) -> None:
     assert data["detect_results"] == "remove"
     assert data["overall"]["shieldwall"]["attack_success"] == 0
     assert "--detect-results remove" in (tmp_path / "agentdojo-detect-remove.md").read_text()
+
+
+def test_detect_encoder_mode_turns_the_encoder_on_and_writes_its_own_table(tmp_path: Path) -> None:
+    import json
+
+    import typer
+
+    from shieldwall.bench.agentdojo import _default_policy_dir, _with_detect, command
+    from shieldwall.policy.load import load_policy
+
+    pdir = _with_detect(_default_policy_dir(), ["banking"], encoder=True)
+    assert load_policy(pdir / "banking.yaml").detect.injection.encoder is True
+    plain = _with_detect(_default_policy_dir(), ["banking"])
+    assert load_policy(plain / "banking.yaml").detect.injection.encoder is False
+    with pytest.raises(typer.BadParameter, match="needs --detect"):
+        command(suite="banking", user_tasks=1, detect_encoder=True, out_dir=tmp_path)
+    command(suite="banking", user_tasks=1, detect=True, detect_encoder=True, out_dir=tmp_path)
+    data = json.loads((tmp_path / "agentdojo-detect-encoder.json").read_text())
+    assert data["detect_encoder"] is True and data["overall"]["pairs"] == 9
+    assert "--detect-encoder" in (tmp_path / "agentdojo-detect-encoder.md").read_text()

@@ -194,6 +194,10 @@ def command(
         help="with --detect: detect.results.on_injection, deny (refuse the result) or remove "
              "(withhold the injected strings, pass the rest; writes agentdojo-detect-remove.md)")]
         = "deny",
+    detect_encoder: Annotated[bool, typer.Option(
+        help="with --detect: also turn on the opt-in injection encoder for user prompts "
+             "(detect.injection.encoder; needs the detect-encoder extra); writes "
+             "agentdojo-detect-encoder.md")] = False,
 ) -> None:
     """AgentDojo with a fully hijacked agent: attack success and kept utility."""
     try:
@@ -217,10 +221,13 @@ def command(
     pdir = policy_dir or _default_policy_dir()
     if detect_results not in ("deny", "remove"):
         raise typer.BadParameter("--detect-results must be deny or remove")
+    if detect_encoder and not detect:
+        raise typer.BadParameter("--detect-encoder needs --detect")
     name = "agentdojo"
     if detect:
-        name = "agentdojo-detect" + ("-remove" if detect_results == "remove" else "")
-        pdir = _with_detect(pdir, names, detect_results)
+        name = ("agentdojo-detect" + ("-remove" if detect_results == "remove" else "")
+                + ("-encoder" if detect_encoder else ""))
+        pdir = _with_detect(pdir, names, detect_results, encoder=detect_encoder)
     console = Console()
     started = time.perf_counter()
     plan: dict[str, list[str]] = {}
@@ -250,10 +257,12 @@ def command(
     console.print(table)
     notes = _notes(reports, total, scope, pdir, elapsed)
     if detect:
-        flag = " --detect-results remove" if detect_results == "remove" else ""
+        flag = (" --detect-results remove" if detect_results == "remove" else "") + (
+            " --detect-encoder" if detect_encoder else "")
         notes[0] = (f"Command: `shieldwall bench agentdojo --scope {scope} --detect{flag}` (policies: "
                     f"examples/agentdojo with `detect:` on at its defaults"
                     + (", results.on_injection: remove" if detect_results == "remove" else "")
+                    + (", injection.encoder: true (user prompts)" if detect_encoder else "")
                     + f"), {elapsed:.0f} s.")
         how = ("on_injection: deny — a result carrying an injection never reaches the agent"
                if detect_results == "deny" else
@@ -276,14 +285,17 @@ def command(
     }
     payload["detect"] = detect
     payload["detect_results"] = detect_results if detect else None
+    payload["detect_encoder"] = detect_encoder
     (out_dir / f"{name}.json").write_text(json.dumps(payload, indent=1) + "\n",
                                           encoding="utf-8")
     console.print(f"wrote {out_dir / (name + '.md')} and {out_dir / (name + '.json')} "
                   f"({elapsed:.0f} s)")
 
 
-def _with_detect(pdir: Path, names: list[str], on_injection: str = "deny") -> Path:
-    """Copies of the suites' policies with the detect room on at its defaults."""
+def _with_detect(pdir: Path, names: list[str], on_injection: str = "deny", *,
+                 encoder: bool = False) -> Path:
+    """Copies of the suites' policies with the detect room on at its defaults (and, with
+    ``encoder``, the opt-in injection encoder for user prompts)."""
     import tempfile
 
     import yaml
@@ -292,6 +304,8 @@ def _with_detect(pdir: Path, names: list[str], on_injection: str = "deny") -> Pa
     for n in names:
         data = yaml.safe_load((pdir / f"{n}.yaml").read_text(encoding="utf-8"))
         data["detect"] = {"enabled": True, "results": {"on_injection": on_injection}}
+        if encoder:
+            data["detect"]["injection"] = {"encoder": True}
         (out / f"{n}.yaml").write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     return out
 

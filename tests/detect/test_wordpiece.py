@@ -91,3 +91,16 @@ def test_a_tokenizer_file_of_another_kind_is_refused(tmp_path: Path) -> None:
     (tmp_path / "t.json").write_text(json.dumps(spec))
     with pytest.raises(ValueError, match="normalizer"):
         WordPiece(tmp_path / "t.json")
+
+
+def test_an_encoder_with_a_tokenizer_of_another_kind_does_not_load(tmp_path: Path) -> None:
+    import shutil
+
+    base = classifier.MODEL_DIR / encoder.ENCODER_NAME
+    for suffix in (".onnx", ".json"):
+        shutil.copy(base.with_suffix(suffix), (tmp_path / "m").with_suffix(suffix))
+    spec = json.loads(TOKENIZER.read_text(encoding="utf-8"))
+    spec["pre_tokenizer"] = {"type": "Whitespace"}
+    (tmp_path / "m.tokenizer.json").write_text(json.dumps(spec))
+    with pytest.raises(ValueError, match="pre_tokenizer"):
+        encoder.Encoder(tmp_path / "m")

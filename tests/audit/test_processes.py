@@ -152,3 +152,38 @@ def test_a_log_opened_before_fork_works_in_parent_and_child(spec: StoreSpec, sig
     digests = sorted(bytes(r.leaf).split(b'"result_digest":"')[1][:64].decode() for r in store.iter_rows())
     assert digests == sorted(f"{i:064x}" for i in [0, 1, 2, *range(100, 120)])  # each entry once
     store.close()
+
+
+def _open_new_log_at_once(path: str, go: int, signer: HeadSigner) -> None:
+    from shieldwall.audit.sqlite_store import SQLiteStore
+
+    os.read(go, 1)  # every process starts opening the same new file together
+    log = MerkleAuditLog(SQLiteStore(path), signer)
+    log.append(make_entry(1), durable=True)
+    log.close()
+
+
+def test_processes_opening_one_new_sqlite_log_together_all_start(signer: HeadSigner,
+                                                                  tmp_path: Path) -> None:
+    """``shieldwall proxy --workers N`` on a first run: every worker opens the audit file
+    that does not exist yet at the same moment. Turning a new file to WAL was sometimes
+    answered "locked" without waiting while another process did the same, which stopped
+    a worker at start-up. The race is narrow (seen in about one round in 30 with two
+    processes before the retry), so this test runs many rounds; it cannot fail every time
+    without the fix."""
+    from shieldwall.audit.sqlite_store import SQLiteStore
+
+    for round_ in range(40):
+        path = str(tmp_path / f"new{round_}.db")
+        r, w = os.pipe()
+        pids = [_fork(_open_new_log_at_once, path, r, signer) for _ in range(3)]
+        os.write(w, b"x" * len(pids))
+        codes = [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in pids]
+        os.close(r)
+        os.close(w)
+        assert codes == [0, 0, 0], f"round {round_}: a process failed to open the new log"
+        store = SQLiteStore(path)
+        try:
+            assert store.size() == 3 and verify_store(store, keyring(signer.public_key)).ok
+        finally:
+            store.close()

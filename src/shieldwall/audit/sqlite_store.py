@@ -92,7 +92,19 @@ class SQLiteStore:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
                              timeout=busy_timeout_ms / 1000)
         db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-        db.execute("PRAGMA journal_mode = WAL")
+        # Switching a new file to WAL takes an exclusive lock, and SQLite answers "locked"
+        # at once (no busy handler) while another process does the same: several workers
+        # opening one new log at start-up. Retry; once in WAL the file stays so.
+        deadline = time.monotonic() + busy_timeout_ms / 1000
+        while True:
+            try:
+                db.execute("PRAGMA journal_mode = WAL")
+                break
+            except sqlite3.OperationalError as exc:
+                if ("locked" not in str(exc) and "busy" not in str(exc)) or time.monotonic() > deadline:
+                    db.close()
+                    raise
+                time.sleep(0.002 + 0.008 * random.random())
         db.execute(f"PRAGMA synchronous = {self._synchronous}")
         return db
 

@@ -289,6 +289,46 @@ def serve(
         wall.close()
 
 
+@app.command()
+def kill(
+    agent: Annotated[str | None, typer.Option(help="revoke every session of this agent")] = None,
+    session: Annotated[str | None, typer.Option(help="revoke this one session")] = None,
+    reason: Annotated[str, typer.Option(help="why (written to the audit log)")] = "",
+    policy: PolicyOpt = DEFAULT_POLICY,
+) -> None:
+    """The kill switch from outside: every further action of that agent or session is
+    refused (rule identity.revoked) by every gateway and proxy worker that shares the
+    policy's store (store.backend: redis). The revocation lasts store.ttl."""
+    from .stores import StoreError
+    from .wall import Shieldwall
+
+    if not agent and not session:
+        _fail("name what to revoke: --agent NAME or --session ID", 2)
+    try:
+        wall = Shieldwall.from_policy(policy)
+    except (PolicyError, ShieldwallError) as e:
+        _fail(str(e), 2)
+    try:
+        if wall.policy.store.backend != "redis":
+            _fail(f"{policy}: store.backend is memory, which lives inside each running "
+                  "process, so a kill from here would reach nobody; set store.backend: redis "
+                  "(and store.url) for the gateway and proxy, then run this again", 2)
+        try:
+            wall.store.ping()  # type: ignore[attr-defined]
+            wall.kill(session=session, agent=agent)
+        except StoreError as e:
+            _fail(f"nothing was revoked: {e}", 1)
+        targets = [t for t in (f"agent {agent}" if agent else "",
+                               f"session {session}" if session else "") if t]
+        note = f": {reason}" if reason else ""
+        wall.gate.record_event(wall.bare_state(agent or "(operator)", session or "-"),
+                               "operator.kill", " and ".join(targets) + " revoked by an "
+                               "operator" + note, layer="operator")
+        typer.echo("revoked " + " and ".join(targets) + f" for {wall.policy.store.ttl:g}s")
+    finally:
+        wall.close()
+
+
 @app.command("serve-token")
 def serve_token(
     name: Annotated[str, typer.Option(help="who will hold the token")],

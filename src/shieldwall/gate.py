@@ -224,13 +224,15 @@ class Gate:
         decision.audit_seq = seq
         return seq
 
-    def record_event(self, session: SessionState, rule: str, message: str) -> int | None:
-        """An audit entry for something the gate did on its own (the monitor's kill)."""
+    def record_event(self, session: SessionState, rule: str, message: str,
+                     layer: str = "monitor") -> int | None:
+        """An audit entry for something done outside a decision (the monitor's kill, an
+        operator's ``shieldwall kill``)."""
         if self.audit is None:
             return None
         entry = self._base(session, "event")
         entry.update({"kind": "event", "tool": "", "verdict": "deny",
-                      "findings": [{"layer": "monitor", "rule": rule, "message": message,
+                      "findings": [{"layer": layer, "rule": rule, "message": message,
                                     "verdict": "deny", "severity": "critical"}]})
         return self.audit.append(self._redact_entry(entry, session))
 

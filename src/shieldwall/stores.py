@@ -62,6 +62,9 @@ class MemoryStore:
     def is_revoked(self, key: str) -> bool:
         return key in self._revoked
 
+    def ping(self) -> None:
+        """Always reachable (for start-up checks that work with either store)."""
+
 
 _TAKE = """
 local used = tonumber(redis.call('GET', KEYS[1]) or '0')
@@ -120,6 +123,17 @@ class RedisStore:
 
     def is_revoked(self, key: str) -> bool:
         return bool(self._call(self._r.exists, self.prefix + "r:" + key))
+
+    def ping(self) -> None:
+        """Raise :class:`StoreError` now if Redis cannot be reached (start-up checks)."""
+        self._call(self._r.ping)
+
+
+def open_counter_store(settings: Any) -> CounterStore:
+    """The store a policy's ``store`` section names (a :class:`StoreSettings`)."""
+    if settings.backend == "redis":
+        return RedisStore(settings.url, prefix=settings.prefix, ttl_s=max(1, int(settings.ttl)))
+    return MemoryStore()
 
 
 def monotonic_clock() -> float:

@@ -20,7 +20,7 @@ from .policy.layer import BudgetLayer, IdentityLayer, PolicyLayer
 from .policy.load import load_policy
 from .policy.model import Policy
 from .session import Session, SessionState
-from .stores import CounterStore, MemoryStore
+from .stores import CounterStore, open_counter_store
 from .tools import ToolSpec, spec_from_function
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -66,7 +66,9 @@ class Shieldwall:
         self.policy = policy
         self.base_dir = Path(base_dir)
         self.clock = clock
-        self.store: CounterStore = store or MemoryStore()
+        # Counters (budgets, rates, the kill switch): the policy's store section unless a
+        # store is passed in.
+        self.store: CounterStore = store or open_counter_store(policy.store)
         self.compiled = CompiledPolicy(policy, self.base_dir)
         self.tools: dict[str, ToolSpec] = {}
         self.approvals = ApprovalQueue(clock, backend=open_approval_backend(policy, self.base_dir))
@@ -198,6 +200,20 @@ class Shieldwall:
             if spec is None or a.role not in spec.roles:
                 raise InvalidAssertion(f"agent {who!r} may not take role {a.role!r}")
         return self.session(agent=a.agent, role=a.role, task=a.task, _verified=True)
+
+    def bare_state(self, agent: str, session_id: str, role: str = "",
+                   task: str | None = None) -> SessionState:
+        """A session state with no permissions, for audit entries about an agent that has
+        no open session here (an early proxy refusal, an operator's kill)."""
+        from .policy.compile import Effective
+
+        nobody = Effective(role=role, task=task, tools=frozenset(), role_tools=frozenset(),
+                           task_allow=frozenset(), task_deny=frozenset(), http_methods=frozenset(),
+                           db_scope="", code=False, session_calls=0, per_minute=0.0, burst=0,
+                           lifetime=0.0)
+        return SessionState(id=session_id, agent=agent, role=role, task=task,
+                            started=self.clock(), policy=self.policy, effective=nobody,
+                            wall=self, clock=self.clock)
 
     def _session_closed(self, s: Session) -> None:
         self.sessions.pop(s.id, None)

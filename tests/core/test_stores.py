@@ -88,3 +88,36 @@ def test_unreachable_redis_fails_closed(tmp_path):
         d = s.decide(ToolCall("ping", {}))
     assert not d.allowed and d.rules() == ["gate.layer_error"]
     assert "redis store unavailable" in d.reason()
+
+
+@pytest.mark.redis
+def test_the_policy_store_section_puts_the_counters_in_redis(tmp_path):
+    """`store.backend: redis` in the policy alone (no store passed in code): two walls
+    built from it — two gateway or proxy workers — count one budget and see one kill."""
+    prefix = f"swtest:{uuid.uuid4().hex}:"
+    text = ("roles:\n  r: {tools: [ping], budget: {calls: 3}}\n"
+            f"store: {{backend: redis, prefix: '{prefix}'}}\n")
+    w1, w2 = make_wall(parse_policy(text), tmp_path), make_wall(parse_policy(text), tmp_path)
+    assert isinstance(w1.store, RedisStore) and w1.store.prefix == prefix
+    s1 = w1.session(agent="a", role="r", session_id="one-session")
+    s2 = w2.session(agent="a", role="r", session_id="one-session")
+    verdicts = [s.decide(ToolCall("ping", {})).allowed for s in (s1, s2, s1, s2, s1)]
+    assert verdicts == [True, True, True, False, False]
+    other = w2.session(agent="b", role="r")
+    assert other.decide(ToolCall("ping", {})).allowed
+    w1.kill(agent="b")
+    assert other.decide(ToolCall("ping", {})).rules() == ["identity.revoked"]
+    # Without the section each wall counts alone.
+    plain = "roles:\n  r: {tools: [ping], budget: {calls: 3}}\n"
+    m1, m2 = make_wall(parse_policy(plain), tmp_path), make_wall(parse_policy(plain), tmp_path)
+    assert isinstance(m1.store, MemoryStore)
+    t1 = m1.session(agent="a", role="r", session_id="one-session")
+    t2 = m2.session(agent="a", role="r", session_id="one-session")
+    assert all(s.decide(ToolCall("ping", {})).allowed for s in (t1, t2, t1, t2, t1, t2))
+
+
+def test_a_bad_store_section_names_the_key():
+    from shieldwall.errors import PolicyError
+
+    with pytest.raises(PolicyError, match="store"):
+        parse_policy("store: {backend: memcached}\n")

@@ -222,6 +222,22 @@ class GateSettings(_Strict):
     layer_budgets_ms: dict[str, float] = Field(default_factory=dict, description="per-layer overrides")
 
 
+class StoreSettings(_Strict):
+    """Where the gate keeps its counters: call budgets, rate buckets, the kill switch (and
+    the monitor's refusal windows, assertion replay marks). ``memory`` lives in one
+    process; ``redis`` is shared by every gateway worker and proxy worker, and by
+    ``shieldwall kill``."""
+
+    backend: Literal["memory", "redis"] = Field(
+        default="memory", description="memory (this process only) or redis (shared by every "
+        "worker; needed for `shieldwall proxy --workers N` and `shieldwall kill`)")
+    url: str = Field(default="redis://127.0.0.1:6379/0", description="backend: redis")
+    prefix: str = Field(default="shieldwall:", min_length=1,
+                        description="key prefix (several deployments can share one Redis)")
+    ttl: float = Field(default=86400.0, gt=0,
+                       description="seconds a counter, bucket or revocation is kept")
+
+
 class Policy(_Strict):
     """The whole ``shieldwall.yaml``."""
 
@@ -244,6 +260,7 @@ class Policy(_Strict):
     secrets: SecretsSection = Field(default_factory=SecretsSection)
     detect: DetectSection = Field(default_factory=DetectSection)
     mcp: McpSection = Field(default_factory=McpSection)
+    store: StoreSettings = Field(default_factory=StoreSettings)
 
     @model_validator(mode="after")
     def _references(self) -> Policy:

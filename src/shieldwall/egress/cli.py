@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
+
+if TYPE_CHECKING:
+    from ..policy.model import Policy
 
 app = typer.Typer(
     help="The egress forward proxy: every request an agent's tools or sandbox make goes "
@@ -26,6 +31,9 @@ def serve(
         help="the Unix socket is this agent's door (bound into its sandbox): no token needed")] = None,
     unix_role: Annotated[str | None, typer.Option(help="role for --unix-agent")] = None,
     unix_task: Annotated[str | None, typer.Option(help="task for --unix-agent")] = None,
+    workers: Annotated[int | None, typer.Option(
+        min=1, max=256, help="worker processes, one event loop each (default: "
+        "egress.proxy.workers); more than one needs store.backend: redis")] = None,
 ) -> None:
     """Serve the proxy. Agents authenticate with Proxy-Authorization (Basic agent:token or
     Bearer token) against egress.proxy.credentials; refusals are 403 with
@@ -33,60 +41,140 @@ def serve(
     if ctx.invoked_subcommand is not None:
         return
     import logging
+    import secrets
+
+    from ..errors import PolicyError
+    from ..policy.load import load_policy
+    from .proxy import ProxyIdentity
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(name)s %(message)s")
+    try:
+        pol = load_policy(policy)
+    except PolicyError as e:
+        _fail(str(e))
+    settings = pol.egress.proxy
+    n = workers if workers is not None else settings.workers
+    if not settings.credentials:
+        typer.secho("egress.proxy.credentials is empty: every request will get 407 "
+                    "(mint one with `shieldwall proxy token`)", fg=typer.colors.YELLOW, err=True)
+    tcp = None if no_tcp else (listen or settings.listen)
+    sock = unix or settings.unix_socket
+    if tcp is None and sock is None:
+        _fail("nothing to listen on: --no-tcp needs --unix (or egress.proxy.unix_socket)")
+    ident = None
+    if unix_agent is not None:
+        if unix_role is None or sock is None:
+            _fail("--unix-agent needs --unix-role and a Unix socket (--unix)")
+        ident = ProxyIdentity(unix_agent, unix_role, unix_task)
+    if n > 1:
+        _check_shared(pol, policy, n)
+    run_id = secrets.token_hex(4)
+
+    def ready(bound: list[str]) -> None:
+        more = f" ({n} workers)" if n > 1 else ""
+        typer.echo("shieldwall proxy listening on " + ", ".join(bound) + more)
+
+    if n == 1:
+        raise typer.Exit(_serve_one(policy, tcp, sock, ident, run_id, ready))
+    from .proxy import reserve_port, unix_listener
+    from .workers import Supervisor
+
+    held: socket.socket | None = None
+    unix_sock: socket.socket | None = None
+    try:
+        if tcp is not None:
+            held, tcp = reserve_port(tcp)
+        if sock is not None:
+            unix_sock = unix_listener(sock)
+    except (OSError, ValueError) as e:
+        _fail(str(e))
+    bound = [b for b in (tcp, sock) if b]
+
+    def child(index: int, ready_fd: int) -> int:
+        def up(_: list[str]) -> None:
+            try:
+                os.write(ready_fd, b"1")
+                os.close(ready_fd)
+            except OSError:  # the supervisor stopped waiting: serving matters, not the byte
+                pass
+
+        return _serve_one(policy, tcp, None, ident, run_id, up, reuse_port=True,
+                          unix_sock=unix_sock)
+
+    sup = Supervisor(n, child, ready=lambda: ready(bound))
+    code = sup.run()
+    for s_ in (held, unix_sock):
+        if s_ is not None:
+            s_.close()
+    if code:
+        _fail("the proxy stopped: its workers failed (see the log above)", code)
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    typer.secho(message, fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def _check_shared(pol: Policy, path: Path, n: int) -> None:
+    """Workers enforce one policy only if what they count is shared: refuse to start
+    otherwise (each worker would grant the whole budget, and a kill would reach one)."""
+    from ..stores import StoreError, open_counter_store
+
+    if pol.store.backend != "redis":
+        _fail(f"{path}: --workers {n} needs store.backend: redis. Call budgets, rate limits "
+              "and the kill switch are counted in the store, and with the memory store each "
+              f"worker would keep its own ({n}x every budget, a kill reaching one worker). "
+              "Set store.backend: redis and store.url, or run one worker.")
+    try:
+        open_counter_store(pol.store).ping()  # type: ignore[attr-defined]
+    except StoreError as e:
+        _fail(f"{path}: --workers {n}: the shared store is not reachable: {e}")
+
+
+def _serve_one(policy: Path, tcp: str | None, sock: str | None, ident: Any, run_id: str,
+               ready: Any, *, reuse_port: bool = False,
+               unix_sock: socket.socket | None = None) -> int:
+    """One proxy process (or one worker): its own wall, proxy and event loop, until
+    SIGTERM or SIGINT. Returns the exit status."""
+    import asyncio
+    import gc
+    import logging
+    import signal
 
     from ..errors import PolicyError
     from ..wall import Shieldwall
     from .layer import egress_policy
-    from .proxy import (
-        EgressProxy,
-        ProxyIdentity,
-        audit_early_refusals,
-        new_event_loop,
-        session_decider,
-    )
+    from .proxy import EgressProxy, audit_early_refusals, new_event_loop, session_decider
     from .proxy import serve as run
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
         wall = Shieldwall.from_policy(policy)
     except PolicyError as e:
         typer.secho(str(e), fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from None
+        return 2
     settings = wall.policy.egress.proxy
-    if not settings.credentials:
-        typer.secho("egress.proxy.credentials is empty: every request will get 407 "
-                    "(mint one with `shieldwall proxy token`)", fg=typer.colors.YELLOW, err=True)
-    pol = egress_policy(wall)
-    proxy = EgressProxy(pol, session_decider(wall), settings=settings,
+    proxy = EgressProxy(egress_policy(wall), session_decider(wall, run_id), settings=settings,
                         event=lambda e: logging.getLogger("shieldwall.egress.proxy").info("%s", e),
                         refused=audit_early_refusals(wall))
-    tcp = None if no_tcp else (listen or settings.listen)
-    sock = unix or settings.unix_socket
-    ident = None
-    if unix_agent is not None:
-        if unix_role is None or sock is None:
-            typer.secho("--unix-agent needs --unix-role and a Unix socket (--unix)",
-                        fg=typer.colors.RED, err=True)
-            raise typer.Exit(2)
-        ident = ProxyIdentity(unix_agent, unix_role, unix_task)
-
-    def ready(bound: list[str]) -> None:
-        typer.echo("shieldwall proxy listening on " + ", ".join(bound))
-
     loop, _ = new_event_loop()
-    import gc
-
+    asyncio.set_event_loop(loop)
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
     # Start-up objects (policy, detectors, models) never die: keep them out of the
     # collector's full passes, which would otherwise pause every connection.
     gc.collect()
     gc.freeze()
     try:
-        loop.run_until_complete(run(proxy, tcp, sock, ready, unix_identity=ident))
-    except KeyboardInterrupt:
-        pass
+        loop.run_until_complete(run(proxy, tcp, sock, ready, unix_identity=ident,
+                                    reuse_port=reuse_port, unix_sock=unix_sock, stop=stop))
+    except OSError as e:
+        typer.secho(f"cannot listen: {e}", fg=typer.colors.RED, err=True)
+        return 2
     finally:
         loop.close()
         wall.close()
+    return 0
 
 
 @app.command()

@@ -43,6 +43,7 @@ import logging
 import os
 import re
 import secrets as _secrets
+import socket
 import ssl
 from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -154,10 +155,16 @@ class CredentialStore:
 Decide = Callable[[ProxyIdentity, Egress], Decision]
 
 
-def session_decider(wall: Shieldwall) -> Decide:
-    """A ``decide`` that asks a Session of the credential's agent (one per identity)."""
+def session_decider(wall: Shieldwall, run: str | None = None) -> Decide:
+    """A ``decide`` that asks a Session of the credential's agent (one per identity).
+
+    The session id is ``prx_<run>_<digest of agent, role, task>``: the worker processes of
+    one ``shieldwall proxy --workers N`` share ``run``, so an agent has the same session
+    (budgets, rate buckets, revocation) in every worker when the store is shared. A new
+    run (a restart of the proxy) opens new sessions."""
     import threading
 
+    run = run or _secrets.token_hex(4)
     sessions: dict[ProxyIdentity, Any] = {}
     lock = threading.Lock()
 
@@ -167,7 +174,10 @@ def session_decider(wall: Shieldwall) -> Decide:
             with lock:
                 s = sessions.get(ident)
                 if s is None:
-                    s = wall.session(agent=ident.agent, role=ident.role, task=ident.task)
+                    who = "\0".join((ident.agent, ident.role, ident.task or ""))
+                    sid = f"prx_{run}_{hashlib.sha256(who.encode()).hexdigest()[:16]}"
+                    s = wall.session(agent=ident.agent, role=ident.role, task=ident.task,
+                                     session_id=sid)
                     sessions[ident] = s
         d: Decision = s.decide(action)
         return d
@@ -186,15 +196,8 @@ def audit_early_refusals(wall: Shieldwall, per_second: float = 50.0,
     entry that is recorded, so a flood cannot fill the log but is still visible."""
     import time
 
-    from ..policy.compile import Effective
-    from ..session import SessionState
-
     now = clock or time.monotonic
     window = [0.0, 0.0, 0]  # second started, entries in it, not recorded since the last entry
-    nobody = Effective(role="", task=None, tools=frozenset(), role_tools=frozenset(),
-                       task_allow=frozenset(), task_deny=frozenset(), http_methods=frozenset(),
-                       db_scope="", code=False, session_calls=0, per_minute=0.0, burst=0,
-                       lifetime=0.0)
 
     def record(e: EarlyRefusal) -> None:
         t = now()
@@ -207,11 +210,9 @@ def audit_early_refusals(wall: Shieldwall, per_second: float = 50.0,
         skipped, window[2] = window[2], 0
         note = f" ({skipped} more early refusals were not recorded one by one)" if skipped else ""
         ident = e.ident
-        state = SessionState(
-            id="proxy", agent=ident.agent if ident else "(unauthenticated)",
-            role=ident.role if ident else "", task=ident.task if ident else None,
-            started=wall.clock(), policy=wall.policy, effective=nobody, wall=wall,
-            clock=wall.clock)
+        state = wall.bare_state(ident.agent if ident else "(unauthenticated)", "proxy",
+                                role=ident.role if ident else "",
+                                task=ident.task if ident else None)
         f = Finding(LAYER, e.rule, f"proxy answered {e.status}: {e.message}{note}", Verdict.DENY,
                     evidence=f"peer {e.peer}", severity=Severity.MEDIUM)
         act = Egress(e.method or "-", e.url[:2000], {}, b"")
@@ -674,27 +675,38 @@ class EgressProxy:
 
     async def start(self, host: str | None = None, port: int | None = None,
                     unix_path: str | None = None, unix_mode: int = 0o666,
-                    unix_identity: ProxyIdentity | None = None) -> list[str]:
+                    unix_identity: ProxyIdentity | None = None, *,
+                    reuse_port: bool = False,
+                    unix_sock: socket.socket | None = None) -> list[str]:
         """Listen; returns the addresses (``host:port`` / socket path) actually bound.
 
         ``unix_identity`` makes the Unix socket a per-agent door: whoever can reach that
         socket (one sandbox, into which only it is bound) acts as that identity, with no
-        token inside the sandbox. Without it, Unix clients authenticate like TCP ones."""
+        token inside the sandbox. Without it, Unix clients authenticate like TCP ones.
+
+        For ``--workers N`` (see :mod:`shieldwall.egress.workers`): ``reuse_port`` lets every
+        worker listen on the same TCP port (``SO_REUSEPORT``: the kernel spreads new
+        connections over the workers), and ``unix_sock`` is the Unix socket their parent
+        opened, accepted on by all of them instead of ``unix_path``."""
         bound: list[str] = []
         loop = asyncio.get_running_loop()
         if self._sweeper is None:
             self._sweeper = loop.create_task(self._sweep())
         if host is not None and port is not None:
             srv = await loop.create_server(lambda: _FastClient(self, None), host, port,
-                                           reuse_address=True)
+                                           reuse_address=True, reuse_port=reuse_port or None)
             self.servers.append(srv)
             for sock in srv.sockets:
                 h, p = sock.getsockname()[:2]
                 bound.append(f"{h}:{p}")
-        if unix_path is not None:
+        ident = unix_identity
+        if unix_sock is not None:
+            usrv = await loop.create_unix_server(lambda: _FastClient(self, ident), sock=unix_sock)
+            self.servers.append(usrv)
+            bound.append(str(unix_sock.getsockname()))
+        elif unix_path is not None:
             if os.path.exists(unix_path):
                 os.unlink(unix_path)
-            ident = unix_identity
             usrv = await loop.create_unix_server(lambda: _FastClient(self, ident), unix_path)
             os.chmod(unix_path, unix_mode)  # access is still by proxy credential
             self.servers.append(usrv)
@@ -1862,19 +1874,69 @@ def new_event_loop(prefer_uvloop: bool = True) -> tuple[asyncio.AbstractEventLoo
     return asyncio.new_event_loop(), "asyncio"
 
 
+def reserve_port(listen: str) -> tuple[socket.socket, str]:
+    """For ``--workers N``: bind ``listen`` (``host:port``, port 0 for any) with
+    ``SO_REUSEPORT`` without listening, so the port is held for the workers, which each
+    bind it again and listen (a socket that does not listen takes no connections).
+    Returns the socket (keep it open while the workers run) and the ``host:port`` bound.
+    Raises ``OSError`` naming the address."""
+    host, port = _split_listen(listen)
+    family, _, _, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                               flags=socket.AI_PASSIVE)[0]
+    s = socket.socket(family, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        s.bind(addr)
+    except OSError as e:
+        s.close()
+        raise OSError(e.errno, f"cannot listen on {listen}: {e.strerror}") from None
+    h, p = s.getsockname()[:2]
+    return s, (f"[{h}]:{p}" if ":" in h else f"{h}:{p}")
+
+
+def unix_listener(path: str, mode: int = 0o666, backlog: int = 1024) -> socket.socket:
+    """A listening Unix socket at ``path``, opened once by the parent of ``--workers N``
+    and accepted on by every worker (Unix sockets have no ``SO_REUSEPORT``)."""
+    if os.path.exists(path):
+        os.unlink(path)
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.bind(path)
+        os.chmod(path, mode)  # access is still by proxy credential
+        s.listen(backlog)
+    except OSError:
+        s.close()
+        raise
+    s.setblocking(False)
+    return s
+
+
+def _split_listen(listen: str) -> tuple[str, int]:
+    host, _, port_text = listen.rpartition(":")
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ValueError(f"listen address {listen!r} is not host:port") from None
+    return host.strip("[]") or "127.0.0.1", port
+
+
 async def serve(proxy: EgressProxy, listen: str | None, unix_path: str | None,
                 ready: Callable[[list[str]], None] | None = None,
-                unix_identity: ProxyIdentity | None = None) -> None:
+                unix_identity: ProxyIdentity | None = None, *,
+                reuse_port: bool = False,
+                unix_sock: socket.socket | None = None,
+                stop: asyncio.Event | None = None) -> None:
+    """Run ``proxy`` until ``stop`` is set (or forever)."""
     host: str | None = None
     port: int | None = None
     if listen:
-        host, _, port_text = listen.rpartition(":")
-        host, port = host.strip("[]") or "127.0.0.1", int(port_text)
-    bound = await proxy.start(host, port, unix_path, unix_identity=unix_identity)
+        host, port = _split_listen(listen)
+    bound = await proxy.start(host, port, unix_path, unix_identity=unix_identity,
+                              reuse_port=reuse_port, unix_sock=unix_sock)
     if ready is not None:
         ready(bound)
     try:
-        await asyncio.Event().wait()
+        await (stop or asyncio.Event()).wait()
     finally:
         await proxy.close()
-

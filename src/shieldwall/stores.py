@@ -29,6 +29,10 @@ class CounterStore(Protocol):
 
     def is_revoked(self, key: str) -> bool: ...
 
+    def any_revoked(self, *keys: str) -> bool:
+        """Whether any of ``keys`` is revoked (one round trip on a shared store)."""
+        ...
+
 
 class MemoryStore:
     def __init__(self) -> None:
@@ -61,6 +65,9 @@ class MemoryStore:
 
     def is_revoked(self, key: str) -> bool:
         return key in self._revoked
+
+    def any_revoked(self, *keys: str) -> bool:
+        return any(k in self._revoked for k in keys)
 
     def ping(self) -> None:
         """Always reachable (for start-up checks that work with either store)."""
@@ -123,6 +130,9 @@ class RedisStore:
 
     def is_revoked(self, key: str) -> bool:
         return bool(self._call(self._r.exists, self.prefix + "r:" + key))
+
+    def any_revoked(self, *keys: str) -> bool:
+        return bool(self._call(self._r.exists, *(self.prefix + "r:" + k for k in keys)))
 
     def ping(self) -> None:
         """Raise :class:`StoreError` now if Redis cannot be reached (start-up checks)."""

@@ -121,3 +121,11 @@ def test_a_bad_store_section_names_the_key():
 
     with pytest.raises(PolicyError, match="store"):
         parse_policy("store: {backend: memcached}\n")
+
+
+def test_any_revoked_sees_each_key(store):
+    assert not store.any_revoked("session:s1", "agent:a1")
+    store.revoke("agent:a1")
+    assert store.any_revoked("session:s1", "agent:a1")
+    assert store.any_revoked("agent:a1", "session:s1")
+    assert not store.any_revoked("session:s1", "agent:a2")

@@ -205,6 +205,66 @@ def _start_haproxy(binary: str, tmp: Path, port: int) -> tuple[subprocess.Popen[
     raise RuntimeError("haproxy did not listen within 10 s")
 
 
+def _command_label(n: int) -> str:
+    return f"proxy command, {n} worker{'s' if n > 1 else ''} (gate, Redis store)"
+
+
+def _tree(pid: int) -> list[int]:
+    """``pid`` and its children (the proxy command and its workers)."""
+    out = [pid]
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            out += [int(c) for c in (task / "children").read_text().split()]
+    except OSError:
+        pass
+    return out
+
+
+def _start_commands(counts: list[int], tmp: Path,
+                    port: int, digest: str) -> dict[str, tuple[subprocess.Popen[bytes], int]]:
+    """``shieldwall proxy --workers N`` for each N, on the bench policy with the counters
+    in Redis (a fresh key prefix) and its own audit log; returns label -> (process, port)."""
+    import re
+    import time
+    import uuid
+
+    from ..stores import RedisStore, StoreError
+
+    try:
+        RedisStore().ping()
+    except StoreError as e:
+        raise RuntimeError(f"Redis is needed for the workers' shared store: {e}") from None
+    started: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
+    try:
+        for n in counts:
+            d = tmp / f"workers{n}"
+            d.mkdir()
+            (d / "shieldwall.yaml").write_text(
+                _POLICY.format(port=port, digest=digest)
+                + f'store: {{backend: redis, prefix: "swbench:{uuid.uuid4().hex}:"}}\n')
+            log = d / "proxy.log"
+            with open(log, "wb") as out:
+                proc = subprocess.Popen(
+                    [sys.executable, "-c", "from shieldwall.cli import main; main()", "proxy",
+                     "--policy", str(d / "shieldwall.yaml"), "--listen", "127.0.0.1:0",
+                     "--workers", str(n)], cwd=d, stdout=out, stderr=subprocess.STDOUT)
+            deadline = time.monotonic() + 60
+            found = None
+            while found is None and time.monotonic() < deadline and proc.poll() is None:
+                found = re.search(r"listening on 127\.0\.0\.1:(\d+)", log.read_text(errors="replace"))
+                time.sleep(0.05)
+            if found is None:
+                proc.kill()
+                raise RuntimeError(f"`shieldwall proxy --workers {n}` did not start: "
+                                   + log.read_text(errors="replace")[-500:])
+            started[_command_label(n)] = (proc, int(found.group(1)))
+    except BaseException:
+        for proc, _ in started.values():
+            proc.kill()
+        raise
+    return started
+
+
 _COLUMNS = ["p50 ms", "p99 ms", "added p50 ms", "added p99 ms", "req/s", "× direct rps", "proxy CPU µs/req"]
 
 
@@ -257,6 +317,10 @@ def command(
     native: Annotated[bool, typer.Option(
         help="also run a native relay (HAProxy, if installed) for reference: what a C relay "
              "with no policy gets on this machine")] = True,
+    workers: Annotated[list[int] | None, typer.Option(
+        help="also run the `shieldwall proxy` command with this many worker processes "
+             "(through the gate, counters in Redis; repeatable; default 1 and 2 when Redis "
+             "answers on 127.0.0.1:6379; 0 leaves them out)")] = None,
     service_only: Annotated[bool, typer.Option(
         help="run only the extra (service-time) scenario: a quick look, not the full table")] = False,
     out: Annotated[Path, typer.Option(help="folder for the markdown table")] = Path("benchmarks"),
@@ -323,6 +387,13 @@ def command(
             relay, relay_port = _start_haproxy(haproxy_bin, tmp, port)
         except RuntimeError as e:  # a reference row, not the bench: go on without it
             console.print(f"[yellow]native relay left out: {e}[/yellow]")
+    counts = [w for w in (workers if workers is not None else [1, 2]) if w > 0]
+    commands: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
+    if counts:
+        try:
+            commands = _start_commands(counts, tmp, port, digest)
+        except RuntimeError as e:  # extra rows, not the bench: go on without them
+            console.print(f"[yellow]proxy command rows left out: {e}[/yellow]")
     if freeze:
         import gc
 
@@ -350,6 +421,7 @@ def command(
 
     def load(path: str, method: str, body: int, count: int, proxy_port: int,
              **over: Any) -> dict[str, Any]:
+        cmd = over.pop("cmd", None)
         cfg = {"port": port, "proxy_port": proxy_port, "token": token, "path": path,
                "method": method, "body": body, "n_latency": count, "n_throughput": count,
                "concurrency": concurrency, "seconds": seconds, "warmup": min(50, count),
@@ -358,13 +430,16 @@ def command(
         # thread; the main thread only waits), the upstream read from /proc, the load
         # generator's own count from its first connection on (not its start-up).
         # A native relay (cfg "via") is its own process: its CPU comes from /proc too.
-        relay_pid = relay.pid if relay is not None and cfg.get("via") == relay_port else None
+        # A proxy command's CPU is that of its process and its workers.
+        pids = ([relay.pid] if relay is not None and cfg.get("via") == relay_port else
+                _tree(commands[cmd][0].pid) if cmd else [])
+        relay_pid = bool(pids)
         own0, up0 = os.times(), upstream_cpu()
-        r0 = proc_cpu(relay_pid) if relay_pid else 0.0
+        r0 = sum(proc_cpu(p) for p in pids)
         res = subprocess.run([sys.executable, "-c", _LOADER, json.dumps(cfg)],
                              capture_output=True, text=True, timeout=seconds * 3 + 60)
         own1, up1 = os.times(), upstream_cpu()
-        r1 = proc_cpu(relay_pid) if relay_pid else 0.0
+        r1 = sum(proc_cpu(p) for p in pids)
         if res.returncode != 0:
             raise RuntimeError(f"load generator failed: {res.stderr or res.stdout}")
         out_: dict[str, Any] = json.loads(res.stdout.strip().splitlines()[-1])
@@ -388,18 +463,23 @@ def command(
                                                     "gate, no audit": []}
             if relay is not None:
                 per["native"] = []
+            for cname in commands:
+                per[cname] = []
             for _ in range(rounds):
                 per["direct"].append(load(path, method, body, count // rounds, 0))
                 for name in ("policy", "gate", "gate, no audit"):
                     per[name].append(load(path, method, body, count // rounds, proxies[name]))
                 if relay is not None:
                     per["native"].append(load(path, method, body, count // rounds, 0, via=relay_port))
+                for cname, (_, cport) in commands.items():
+                    per[cname].append(load(path, method, body, count // rounds, cport, cmd=cname))
             for name, runs in per.items():
                 med = {k: statistics.median(r[k] for r in runs)
                        for k in ("p50", "p99", "rps", "proxy_cpu", "ends_cpu", "client_cpu",
                                  "server_cpu")}
                 shown = ("direct" if name == "direct" else
-                         f"{haproxy_version} (C relay, reference)" if name == "native" else f"proxy ({name})")
+                         f"{haproxy_version} (C relay, reference)" if name == "native" else
+                         name if name in commands else f"proxy ({name})")
                 results.append((label, shown, med))
         # The extra scenario: an upstream that takes service_ms to answer and many
         # connections, so the proxy's CPU is not what limits the rate.
@@ -421,6 +501,9 @@ def command(
         costs = _decision_costs(wall, pol, port) if not service_only else ""
     finally:
         up.terminate()
+        for proc, _ in commands.values():
+            proc.terminate()
+            proc.wait(30)
         if relay is not None:
             relay.terminate()
             relay.wait(10)
@@ -494,6 +577,16 @@ def command(
          "reaches with no policy at all. `--no-native` leaves it out."
          if relay_port else "No native relay reference: `haproxy` is not installed (apt-get "
          "install haproxy), did not start, or `--no-native` was given."),
+        (f"`{_command_label(1)}` and the like: the `shieldwall proxy` command itself, "
+         "run with `--workers N` (" + ", ".join(str(c) for c in sorted(counts)) + "), "
+         "through the gate like `proxy (gate)` but with the counters in Redis "
+         "(`store.backend: redis`, which more than one worker needs; the same for one, so "
+         "the rows compare) and each worker writing the one SQLite audit log. Its CPU column "
+         "is the command's processes together; Redis's own CPU is not in it (it is in the "
+         "machine's). One event loop uses one CPU: more workers help only where CPUs are "
+         "left over by the load generator and the upstream server."
+         if commands else "No `shieldwall proxy --workers N` rows: `--workers 0` was given, or "
+         "Redis (which more than one worker needs) did not answer on 127.0.0.1:6379."),
         f"Decisions run {'in worker threads' if threads else 'on the event loop'} "
         f"(`--threads` switches); the proxy's event loop: {loop_name}.",
         f"Load average (1 min) at start / end: {load_before:.1f} / {os.getloadavg()[0]:.1f} — "

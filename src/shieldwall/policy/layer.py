@@ -41,9 +41,7 @@ class IdentityLayer:
         self.store = store
 
     def check(self, action: Action, session: SessionState) -> Outcome | None:
-        if self.store.is_revoked("session:" + session.id) or self.store.is_revoked(
-            "agent:" + session.agent
-        ):
+        if self.store.any_revoked("session:" + session.id, "agent:" + session.agent):
             return Outcome((_deny(self.name, "identity.revoked",
                                   f"session {session.id} / agent {session.agent!r} was revoked "
                                   "(kill switch); start a new session after review"),))

@@ -93,7 +93,7 @@ class TokenBroker:
 
     def _revoked(self, *, session: str, agent: str, jti: str | None = None) -> bool:
         keys = ["session:" + session, "agent:" + agent] + ([f"token:{jti}"] if jti else [])
-        return any(self.store.is_revoked(k) for k in keys)
+        return self.store.any_revoked(*keys)
 
     def revoke_token(self, token_or_jti: str) -> None:
         jti = token_or_jti

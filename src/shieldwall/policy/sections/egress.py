@@ -95,6 +95,10 @@ class ProxySettings(_Strict):
     connect_tunnels: bool = Field(
         default=True, description="allow CONNECT to allowed host:port (content is not inspected)"
     )
+    workers: int = Field(
+        default=1, ge=1, le=256,
+        description="worker processes (one event loop, so one CPU, each); more than one "
+        "needs store.backend: redis so every worker counts the same budgets")
 
 
 Scheme = Literal["http", "https"]

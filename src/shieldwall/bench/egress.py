@@ -205,8 +205,9 @@ def _start_haproxy(binary: str, tmp: Path, port: int) -> tuple[subprocess.Popen[
     raise RuntimeError("haproxy did not listen within 10 s")
 
 
-def _command_label(n: int) -> str:
-    return f"proxy command, {n} worker{'s' if n > 1 else ''} (gate, Redis store)"
+def _command_label(n: int, store: str = "redis") -> str:
+    return (f"proxy command, {n} worker{'s' if n > 1 else ''} "
+            f"(gate, {'Redis' if store == 'redis' else 'memory'} store)")
 
 
 def _tree(pid: int) -> list[int]:
@@ -223,7 +224,8 @@ def _tree(pid: int) -> list[int]:
 def _start_commands(counts: list[int], tmp: Path,
                     port: int, digest: str) -> dict[str, tuple[subprocess.Popen[bytes], int]]:
     """``shieldwall proxy --workers N`` for each N, on the bench policy with the counters
-    in Redis (a fresh key prefix) and its own audit log; returns label -> (process, port)."""
+    in Redis (a fresh key prefix) and its own audit log, after one worker with the memory
+    store (what Redis costs); returns label -> (process, port)."""
     import re
     import time
     import uuid
@@ -236,12 +238,13 @@ def _start_commands(counts: list[int], tmp: Path,
         raise RuntimeError(f"Redis is needed for the workers' shared store: {e}") from None
     started: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
     try:
-        for n in counts:
-            d = tmp / f"workers{n}"
+        for n, store in [(1, "memory"), *((c, "redis") for c in counts)]:
+            d = tmp / f"workers{n}-{store}"
             d.mkdir()
             (d / "shieldwall.yaml").write_text(
                 _POLICY.format(port=port, digest=digest)
-                + f'store: {{backend: redis, prefix: "swbench:{uuid.uuid4().hex}:"}}\n')
+                + (f'store: {{backend: redis, prefix: "swbench:{uuid.uuid4().hex}:"}}\n'
+                   if store == "redis" else ""))
             log = d / "proxy.log"
             with open(log, "wb") as out:
                 proc = subprocess.Popen(
@@ -257,7 +260,7 @@ def _start_commands(counts: list[int], tmp: Path,
                 proc.kill()
                 raise RuntimeError(f"`shieldwall proxy --workers {n}` did not start: "
                                    + log.read_text(errors="replace")[-500:])
-            started[_command_label(n)] = (proc, int(found.group(1)))
+            started[_command_label(n, store)] = (proc, int(found.group(1)))
     except BaseException:
         for proc, _ in started.values():
             proc.kill()
@@ -577,14 +580,16 @@ def command(
          "reaches with no policy at all. `--no-native` leaves it out."
          if relay_port else "No native relay reference: `haproxy` is not installed (apt-get "
          "install haproxy), did not start, or `--no-native` was given."),
-        (f"`{_command_label(1)}` and the like: the `shieldwall proxy` command itself, "
-         "run with `--workers N` (" + ", ".join(str(c) for c in sorted(counts)) + "), "
-         "through the gate like `proxy (gate)` but with the counters in Redis "
-         "(`store.backend: redis`, which more than one worker needs; the same for one, so "
-         "the rows compare) and each worker writing the one SQLite audit log. Its CPU column "
-         "is the command's processes together; Redis's own CPU is not in it (it is in the "
-         "machine's). One event loop uses one CPU: more workers help only where CPUs are "
-         "left over by the load generator and the upstream server."
+        (f"`{_command_label(1, 'memory')}`: the `shieldwall proxy` command itself, one "
+         "process, through the gate like `proxy (gate)` (its own SQLite audit log). The "
+         f"`{_command_label(1)}` row and those after it run it with `--workers N` ("
+         + ", ".join(str(c) for c in sorted(counts)) + ") and the counters in Redis "
+         "(`store.backend: redis`, which more than one worker needs; one round trip per "
+         "decision for the kill switch, made on the event loop), every worker writing the "
+         "one audit log. The CPU column is the command's processes together; Redis's own "
+         "CPU is not in it (it is in the machine's). One event loop uses one CPU: more "
+         "workers help only where CPUs are left over by the load generator, the upstream "
+         "server and Redis."
          if commands else "No `shieldwall proxy --workers N` rows: `--workers 0` was given, or "
          "Redis (which more than one worker needs) did not answer on 127.0.0.1:6379."),
         f"Decisions run {'in worker threads' if threads else 'on the event loop'} "

@@ -30,7 +30,8 @@ def test_egress_bench_writes_both_sections(tmp_path: Path) -> None:
             assert float(r[6]) > 0 and float(r[8]) >= 0
     rows = [line for line in extra.splitlines() if line.startswith("| 1 ms |")]
     assert [r.split(" | ")[1] for r in rows] == [
-        "direct", "proxy (policy)", "proxy (gate)", "proxy (gate, no audit)"]
+        "direct", "proxy (policy)", "proxy (gate)", "proxy (gate, no audit)",
+        "proxy command, 1 worker (gate, memory store)", "proxy command, 2 workers (gate, Redis store)"]
     assert "not the figure the target is judged on" in extra
 
 

@@ -492,12 +492,17 @@ def command(
         for ms in service_times:
             sper: dict[str, list[dict[str, Any]]] = {"direct": [], "policy": [], "gate": [],
                                                      "gate, no audit": []}
+            for cname in commands:
+                sper[cname] = []
             for _ in range(rounds):
                 sper["direct"].append(load(f"/slow/{ms:g}", "GET", 0, 0, 0, **spec))
                 for name in ("policy", "gate", "gate, no audit"):
                     sper[name].append(load(f"/slow/{ms:g}", "GET", 0, 0, proxies[name], **spec))
+                for cname, (_, cport) in commands.items():
+                    sper[cname].append(load(f"/slow/{ms:g}", "GET", 0, 0, cport, cmd=cname, **spec))
             for name, runs in sper.items():
-                service.append((ms, "direct" if name == "direct" else f"proxy ({name})",
+                service.append((ms, "direct" if name == "direct" else
+                                name if name in commands else f"proxy ({name})",
                                 {k: statistics.median(r[k] for r in runs)
                                  for k in ("p50", "p99", "rps", "proxy_cpu", "ends_cpu",
                                            "cpus_busy")}))
@@ -543,7 +548,8 @@ def command(
         for label, path_, r in results if label == "small GET")
     notes = [
         f"{rounds} interleaved rounds (direct, proxy (policy), proxy (gate), proxy (gate, no "
-        f"audit){', the native relay' if relay_port else ''}); each figure is "
+        f"audit){', the native relay' if relay_port else ''}"
+        f"{', the proxy command rows' if commands else ''}); each figure is "
         f"the median over rounds. Per round, latency: one keep-alive connection, "
         f"{n // rounds} (small) / {n_large // rounds} (1 MB) requests; throughput: "
         f"{concurrency} keep-alive connections, same counts; each phase capped at "

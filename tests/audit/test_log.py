@@ -356,3 +356,95 @@ def test_postgres_writer_fails_closed_then_reconnects_after_losing_its_backend(s
     st = spec.open()
     assert st.size() == 2 and verify_store(st, keyring(log.signer.public_key)).ok
     st.close()
+
+
+# --------------------------------------------------------------------------- sequence="commit"
+
+
+def test_sequence_at_commit_queues_appends_and_the_flusher_numbers_them(
+        spec: StoreSpec, make_log: LogFactory, signer: HeadSigner) -> None:
+    log = make_log(sequence="commit", batch_max_entries=1000, batch_max_delay_ms=30)
+    assert [log.append(make_entry(i)) for i in range(20)] == [None] * 20
+    other = spec.open()
+    try:
+        assert wait_until(lambda: other.size() == 20, timeout=5)
+        # A durable append numbers and commits what is queued before it, then itself.
+        log.append(make_entry(20))
+        assert log.append(make_entry(21), durable=True) == 21 and other.size() == 22
+        log.close()
+        assert verify_store(other, keyring(signer.public_key), check_columns=True).ok
+        assert [e["duration_ms"] for _, e in query_entries(other, Query())][:3] == [0.5, 1.5, 2.5]
+    finally:
+        other.close()
+
+
+def test_sequence_at_commit_appends_never_wait_for_another_writers_lock(
+        spec: StoreSpec, make_log: LogFactory) -> None:
+    """Proxy workers share one log. With numbers given at append, a writer holds the log's
+    lock while its batch is open, and another process's append waits for it (on an
+    event loop: every connection of that worker waits). With numbers given at commit
+    the append returns at once; only the flusher waits."""
+    import threading
+
+    holder = make_log(batch_max_entries=1000, batch_max_delay_ms=60_000)
+    holder.append(make_entry(0))  # an open batch: the holder has the writer lock now
+    at_append = make_log(batch_max_entries=1000, batch_max_delay_ms=10)
+    at_commit = make_log(sequence="commit", batch_max_entries=1000, batch_max_delay_ms=10)
+    done = {"append": threading.Event(), "commit": threading.Event()}
+
+    def write(log: Any, key: str) -> None:
+        for i in range(5):
+            log.append(make_entry(100 + i))
+        done[key].set()
+
+    threading.Thread(target=write, args=(at_append, "append"), daemon=True).start()
+    threading.Thread(target=write, args=(at_commit, "commit"), daemon=True).start()
+    assert done["commit"].wait(5), "appends with sequence=commit waited for the lock"
+    assert not done["append"].wait(0.5), "the contrast: appends numbered at once wait"
+    holder.flush()  # lets go of the lock: both others commit
+    assert done["append"].wait(10)
+    other = spec.open()
+    try:
+        assert wait_until(lambda: other.size() == 11, timeout=10)
+    finally:
+        other.close()
+
+
+def test_sequence_at_commit_bounds_the_queue_and_fails_closed(
+        spec: StoreSpec, make_log: LogFactory) -> None:
+    log = make_log(sequence="commit", batch_max_entries=10, batch_max_delay_ms=60_000)
+    for i in range(25):
+        log.append(make_entry(i))
+    other = spec.open()
+    try:
+        assert other.size() == 20  # the 10th and 20th appends committed the queue themselves
+    finally:
+        other.close()
+    real = log.store.commit
+
+    def broken(*a: Any, **k: Any) -> None:
+        raise OSError("store gone")
+
+    log.store.commit = broken  # type: ignore[method-assign]
+    with pytest.raises(AuditError, match="store gone"):
+        log.flush()
+    log.store.commit = real  # type: ignore[method-assign]
+    quick = make_log(sequence="commit", batch_max_entries=1000, batch_max_delay_ms=10)
+    quick.store.commit = broken  # type: ignore[method-assign]
+    quick.append(make_entry(0))
+    assert wait_until(lambda: quick._failure is not None)
+    quick.store.commit = real  # type: ignore[method-assign]
+    with pytest.raises(AuditError, match="store gone"):  # the gate refuses this decision
+        quick.append(make_entry(1))
+
+
+def test_the_audit_section_sets_the_sequence_mode(tmp_path: Path) -> None:
+    log = open_audit(AuditSection(path="a.db", sequence="commit"), tmp_path)
+    try:
+        assert log is not None and log.append(make_entry(0)) is None
+        assert log.flush() == 1
+    finally:
+        assert log is not None
+        log.close()
+    with pytest.raises(ValueError, match="sequence"):
+        AuditSection(sequence="later")  # type: ignore[arg-type]

@@ -35,9 +35,10 @@ __all__ = [
 class AuditLog(Protocol):
     """Where the gate writes one entry per decision and per action outcome."""
 
-    def append(self, entry: dict[str, Any]) -> int:
-        """Write one entry; return its sequence number (see ``log.py`` for when it is
-        durable: at once with ``durable_each``, else at batch commit / ``flush()``)."""
+    def append(self, entry: dict[str, Any]) -> int | None:
+        """Write one entry; return its sequence number, or ``None`` where numbers are
+        given at commit (``audit.sequence: commit``). See ``log.py`` for when it is
+        durable: at once with ``durable_each``, else at batch commit / ``flush()``."""
         ...
 
     def close(self) -> None: ...

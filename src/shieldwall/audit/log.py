@@ -15,6 +15,14 @@ Durability contract (what a returned sequence number means):
 
 While a batch is open this process holds the log's writer lock, so sequence numbers are
 final when handed out and writers in other processes wait at most one batch delay.
+
+``sequence="commit"`` (``audit.sequence``) is for several processes writing one log (the
+proxy's workers): a non-durable ``append`` only queues the entry and returns ``None``,
+never waiting for the writer lock that another process may hold; the flusher takes the
+lock after ``batch_max_delay_ms``, numbers the queued entries and commits them in one
+transaction. Durability, the failure rule (the next ``append`` raises) and the bound
+(``batch_max_entries`` queued: that append commits before it returns) are as above;
+durable appends number and commit at once and return their sequence number.
 Tree heads are signed at the first commit after ``head_every_entries`` new entries or
 ``head_every_seconds``, on ``sign_head()`` and at ``close()``.
 """
@@ -149,7 +157,10 @@ class MerkleAuditLog:
         batch_max_delay_ms: float = 20.0,
         durable_each: bool = False,
         clock: Callable[[], float] = time.time,
+        sequence: str = "append",
     ) -> None:
+        if sequence not in ("append", "commit"):
+            raise ValueError("sequence must be 'append' or 'commit'")
         self.store = store
         self.signer = signer
         self.redactor = EntryRedactor(redact_fields, redact)
@@ -168,6 +179,12 @@ class MerkleAuditLog:
         self._failure: BaseException | None = None
         self._closed = False
         self._flusher: threading.Thread | None = None
+        # sequence="commit": appends queue here and return at once; the flusher takes the
+        # writer lock, numbers and commits them (see the module docstring).
+        self._defer = sequence == "commit"
+        self._pending: list[tuple[bytes, tuple[Any, ...]]] = []
+        self._pending_cv = threading.Condition(threading.Lock())
+        self._pending_since = 0.0
         self._pid = os.getpid()
         self._atexit = _closer(weakref.ref(self))
         atexit.register(self._atexit)
@@ -184,11 +201,30 @@ class MerkleAuditLog:
         except (TypeError, ValueError) as exc:
             raise AuditError(f"audit entry is not JSON: {exc}") from exc
 
-    def append(self, entry: Mapping[str, Any], *, durable: bool | None = None) -> int:
-        """Record one entry and return its sequence number (see the module docstring)."""
+    def append(self, entry: Mapping[str, Any], *, durable: bool | None = None) -> int | None:
+        """Record one entry and return its sequence number (see the module docstring);
+        ``None`` with ``sequence="commit"`` unless the append is durable."""
         prepared = self.prepare(entry)
         if self._pid != os.getpid():
             self._after_fork()
+        if self._defer:
+            if durable or (durable is None and self._durable_each):
+                with self._lock:
+                    self._raise_failure()
+                    return self._drain([prepared])
+            with self._pending_cv:
+                self._raise_failure()
+                if self._closed:
+                    raise AuditError("audit log is closed")
+                self._pending.append(prepared)
+                queued = len(self._pending)
+                if queued == 1:
+                    self._pending_since = time.monotonic()
+                    self._arm_deferred()
+            if queued >= self._batch_max:  # the flusher is behind: wait for a commit
+                with self._lock:
+                    self._drain()
+            return None
         with self._lock:
             seq = self._add(prepared)
             if durable or (durable is None and self._durable_each) or len(self._rows) >= self._batch_max:
@@ -216,6 +252,9 @@ class MerkleAuditLog:
             self._after_fork()
         with self._lock:
             self._raise_failure()
+            if self._defer:
+                self._drain()
+                return self.store.size()
             if self._frontier is not None:
                 size = self._frontier.size
                 self._commit()
@@ -227,6 +266,8 @@ class MerkleAuditLog:
         if self._pid != os.getpid():
             self._after_fork()
         with self._lock:
+            if self._defer:
+                self._drain()
             if self._frontier is not None:
                 self._commit(force_head=True)
             else:
@@ -243,6 +284,8 @@ class MerkleAuditLog:
                 return
             try:
                 self._raise_failure()
+                if self._defer:
+                    self._drain()
                 if self._frontier is not None:
                     self._commit()
                 self._begin()
@@ -251,6 +294,8 @@ class MerkleAuditLog:
             finally:
                 self._closed = True
                 self._wake.notify_all()
+                with self._pending_cv:
+                    self._pending_cv.notify_all()
                 atexit.unregister(self._atexit)
                 self.store.close()
         if self._flusher is not None and self._flusher is not threading.current_thread():
@@ -275,6 +320,8 @@ class MerkleAuditLog:
         self._frontier = None
         self._flusher = None
         self._failure = None
+        self._pending = []
+        self._pending_cv = threading.Condition(threading.Lock())
         reopen = getattr(self.store, "reopen_after_fork", None)
         if reopen is not None:
             reopen()
@@ -301,6 +348,9 @@ class MerkleAuditLog:
 
     def _add(self, prepared: tuple[bytes, tuple[Any, ...]]) -> int:
         self._raise_failure()
+        return self._push(prepared)
+
+    def _push(self, prepared: tuple[bytes, tuple[Any, ...]]) -> int:
         if self._frontier is None:
             self._begin()
         frontier = self._frontier
@@ -333,6 +383,47 @@ class MerkleAuditLog:
             except Exception:  # noqa: S110 - the commit's own error is the one to report
                 pass
             raise AuditError(f"audit log commit failed: {exc}") from exc
+
+    def _drain(self, extra: list[tuple[bytes, tuple[Any, ...]]] | None = None) -> int | None:
+        """sequence="commit", with the writer lock held: number and commit every queued
+        entry (and ``extra``) in one transaction. Returns the last sequence number."""
+        with self._pending_cv:
+            batch, self._pending = self._pending, []
+        batch += extra or []
+        if not batch:
+            return None
+        seq = None
+        for prepared in batch:
+            seq = self._push(prepared)
+        self._commit()
+        return seq
+
+    def _arm_deferred(self) -> None:
+        """sequence="commit" (with the queue's lock held): wake or start the flusher."""
+        if self._flusher is None:
+            self._flusher = threading.Thread(target=self._deferred_loop, name="audit-flusher",
+                                             daemon=True)
+            self._flusher.start()
+        self._pending_cv.notify()
+
+    def _deferred_loop(self) -> None:
+        while True:
+            with self._pending_cv:
+                while not self._pending and not self._closed:
+                    self._pending_cv.wait()
+                if self._closed:
+                    return
+                delay = self._pending_since + self._max_delay - time.monotonic()
+                if delay > 0:
+                    self._pending_cv.wait(delay)
+                    continue
+            with self._lock:
+                if self._closed:
+                    return
+                try:
+                    self._drain()
+                except BaseException as exc:  # the next append raises it: the gate denies
+                    self._failure = exc
 
     def _arm_flusher(self) -> None:
         if self._flusher is None:
@@ -380,6 +471,11 @@ def _fork_guards(ref: weakref.ReferenceType[MerkleAuditLog]
             return
         log._lock.acquire()
         held.append(log)
+        if log._defer:
+            try:
+                log._drain()
+            except BaseException as exc:  # reported at the next append in the parent
+                log._failure = exc
         if log._frontier is not None:
             try:
                 log._commit()
@@ -410,5 +506,6 @@ def open_log(store: Store, signer: HeadSigner, section: Any,
         batch_max_delay_ms=section.batch_max_delay_ms,
         durable_each=section.durable_each,
         clock=clock,
+        sequence=section.sequence,
     )
 

@@ -142,16 +142,21 @@ def _serve_one(policy: Path, tcp: str | None, sock: str | None, ident: Any, run_
     import signal
 
     from ..errors import PolicyError
+    from ..policy.load import load_policy
     from ..wall import Shieldwall
     from .layer import egress_policy
     from .proxy import EgressProxy, audit_early_refusals, new_event_loop, session_decider
     from .proxy import serve as run
 
     try:
-        wall = Shieldwall.from_policy(policy)
+        pol = load_policy(policy)
     except PolicyError as e:
         typer.secho(str(e), fg=typer.colors.RED, err=True)
         return 2
+    # The proxy reports no audit sequence numbers, so its appends never wait for the
+    # log's writer lock, which its workers (and other processes) share.
+    pol = pol.model_copy(update={"audit": pol.audit.model_copy(update={"sequence": "commit"})})
+    wall = Shieldwall(pol, base_dir=policy.resolve().parent)
     settings = wall.policy.egress.proxy
     proxy = EgressProxy(egress_policy(wall), session_decider(wall, run_id), settings=settings,
                         event=lambda e: logging.getLogger("shieldwall.egress.proxy").info("%s", e),

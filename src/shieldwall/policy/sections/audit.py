@@ -45,6 +45,14 @@ class AuditSection(BaseModel):
         default=20.0, ge=0,
         description="longest time an appended entry waits before its batch commits",
     )
+    sequence: Literal["append", "commit"] = Field(
+        default="append",
+        description="when entries get their sequence numbers. append: at once (decisions "
+        "carry audit_seq; while a batch is open this process holds the log's writer lock, "
+        "so other processes writing the log wait up to a batch delay). commit: appends only "
+        "queue and never wait for the lock; the flusher numbers and commits them "
+        "(decisions carry no audit_seq). `shieldwall proxy` always uses commit",
+    )
     durable_each: bool = Field(
         default=False,
         description="commit every append before it returns (slow); otherwise entries are "

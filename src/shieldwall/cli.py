@@ -294,11 +294,13 @@ def kill(
     agent: Annotated[str | None, typer.Option(help="revoke every session of this agent")] = None,
     session: Annotated[str | None, typer.Option(help="revoke this one session")] = None,
     reason: Annotated[str, typer.Option(help="why (written to the audit log)")] = "",
+    lift: Annotated[bool, typer.Option("--lift", help="lift an earlier kill (after review)")] = False,
     policy: PolicyOpt = DEFAULT_POLICY,
 ) -> None:
     """The kill switch from outside: every further action of that agent or session is
     refused (rule identity.revoked) by every gateway and proxy worker that shares the
-    policy's store (store.backend: redis). The revocation lasts store.ttl."""
+    policy's store (store.backend: redis). The revocation lasts store.ttl; --lift ends it
+    sooner. Both are written to the audit log."""
     from .stores import StoreError
     from .wall import Shieldwall
 
@@ -313,18 +315,23 @@ def kill(
             _fail(f"{policy}: store.backend is memory, which lives inside each running "
                   "process, so a kill from here would reach nobody; set store.backend: redis "
                   "(and store.url) for the gateway and proxy, then run this again", 2)
+        targets = " and ".join(t for t in (f"agent {agent}" if agent else "",
+                                           f"session {session}" if session else "") if t)
         try:
             wall.store.ping()  # type: ignore[attr-defined]
-            wall.kill(session=session, agent=agent)
+            if lift:
+                if not wall.lift_kill(session=session, agent=agent):
+                    _fail(f"{targets}: no kill to lift (never revoked, or store.ttl passed)", 1)
+            else:
+                wall.kill(session=session, agent=agent)
         except StoreError as e:
-            _fail(f"nothing was revoked: {e}", 1)
-        targets = [t for t in (f"agent {agent}" if agent else "",
-                               f"session {session}" if session else "") if t]
+            _fail(f"nothing was {'lifted' if lift else 'revoked'}: {e}", 1)
         note = f": {reason}" if reason else ""
+        what = "kill lifted on " + targets if lift else targets + " revoked"
         wall.gate.record_event(wall.bare_state(agent or "(operator)", session or "-"),
-                               "operator.kill", " and ".join(targets) + " revoked by an "
-                               "operator" + note, layer="operator")
-        typer.echo("revoked " + " and ".join(targets) + f" for {wall.policy.store.ttl:g}s")
+                               "operator.lift_kill" if lift else "operator.kill",
+                               what + " by an operator" + note, layer="operator")
+        typer.echo(what if lift else f"revoked {targets} for {wall.policy.store.ttl:g}s")
     finally:
         wall.close()
 

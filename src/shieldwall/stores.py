@@ -33,6 +33,10 @@ class CounterStore(Protocol):
         """Whether any of ``keys`` is revoked (one round trip on a shared store)."""
         ...
 
+    def unrevoke(self, key: str) -> bool:
+        """Lift a revocation; returns whether there was one."""
+        ...
+
 
 class MemoryStore:
     def __init__(self) -> None:
@@ -68,6 +72,13 @@ class MemoryStore:
 
     def any_revoked(self, *keys: str) -> bool:
         return any(k in self._revoked for k in keys)
+
+    def unrevoke(self, key: str) -> bool:
+        with self._lock:
+            if key not in self._revoked:
+                return False
+            self._revoked.discard(key)
+            return True
 
     def ping(self) -> None:
         """Always reachable (for start-up checks that work with either store)."""
@@ -133,6 +144,9 @@ class RedisStore:
 
     def any_revoked(self, *keys: str) -> bool:
         return bool(self._call(self._r.exists, *(self.prefix + "r:" + k for k in keys)))
+
+    def unrevoke(self, key: str) -> bool:
+        return bool(self._call(self._r.delete, self.prefix + "r:" + key))
 
     def ping(self) -> None:
         """Raise :class:`StoreError` now if Redis cannot be reached (start-up checks)."""

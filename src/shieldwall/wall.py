@@ -225,6 +225,16 @@ class Shieldwall:
         if agent:
             self.store.revoke("agent:" + agent)
 
+    def lift_kill(self, *, session: str | None = None, agent: str | None = None) -> bool:
+        """Lift the kill switch on a session or agent (after review); returns whether
+        anything was revoked."""
+        lifted = False
+        if session:
+            lifted = self.store.unrevoke("session:" + session) or lifted
+        if agent:
+            lifted = self.store.unrevoke("agent:" + agent) or lifted
+        return lifted
+
     def approval_timeout(self, tool: str) -> float:
         t = self.policy.tools.get(tool)
         if t is not None and not isinstance(t.approval, bool) and t.approval.timeout:

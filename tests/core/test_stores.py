@@ -129,3 +129,5 @@ def test_any_revoked_sees_each_key(store):
     assert store.any_revoked("session:s1", "agent:a1")
     assert store.any_revoked("agent:a1", "session:s1")
     assert not store.any_revoked("session:s1", "agent:a2")
+    assert store.unrevoke("agent:a1") and not store.unrevoke("agent:a1")
+    assert not store.any_revoked("session:s1", "agent:a1")

@@ -147,17 +147,26 @@ def test_workers_share_one_budget_one_kill_switch_and_one_audit_tree(
     answers = [p.get(f"/k{i}", upstream) for i in range(12)]
     assert {(s, r) for s, r in answers} == {(403, "identity.revoked")}
     assert len(p.refusals_by_pid("identity.revoked")) == 2
+    # Lifted after review: every worker lets the agent through to its (spent) budget.
+    lift = [*CLI, "kill", "--lift", "--agent", "bot", "--policy", str(policy)]
+    res = subprocess.run(lift, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0 and "kill lifted on agent bot" in res.stdout, res.stderr
+    answers = [p.get(f"/l{i}", upstream) for i in range(4)]
+    assert {(s, r) for s, r in answers} == {(403, "budget.session_exhausted")}
+    res = subprocess.run(lift, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 1 and "no kill to lift" in res.stderr
     assert p.stop() == 0
     assert p.workers() == set()
 
     # Both workers wrote to one log: it verifies, and holds every decision and the kill.
     res = subprocess.run([*CLI, "audit", "verify", "--policy", str(policy)],
                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
-    assert res.returncode == 0 and res.stdout.startswith("ok: 29 entries"), res.stdout + res.stderr
+    assert res.returncode == 0 and res.stdout.startswith("ok: 34 entries"), res.stdout + res.stderr
     rules = _audit_rules(policy)
-    assert sum("|budget.session_exhausted|" in r for r in rules) == 11
+    assert sum("|budget.session_exhausted|" in r for r in rules) == 15
     assert sum("|identity.revoked|" in r for r in rules) == 12
     assert sum("|operator.kill|" in r for r in rules) == 1
+    assert sum("|operator.lift_kill|" in r for r in rules) == 1
 
 
 @pytest.mark.redis

@@ -436,6 +436,9 @@ def test_sequence_at_commit_bounds_the_queue_and_fails_closed(
     quick.store.commit = real  # type: ignore[method-assign]
     with pytest.raises(AuditError, match="store gone"):  # the gate refuses this decision
         quick.append(make_entry(1))
+    quick.close()
+    with pytest.raises(AuditError, match="closed"):  # nothing queues after close
+        quick.append(make_entry(2))
 
 
 def test_the_audit_section_sets_the_sequence_mode(tmp_path: Path) -> None:

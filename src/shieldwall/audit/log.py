@@ -185,6 +185,7 @@ class MerkleAuditLog:
         self._pending: list[tuple[bytes, tuple[Any, ...]]] = []
         self._pending_cv = threading.Condition(threading.Lock())
         self._pending_since = 0.0
+        self._sealed = False  # closing: no more queued appends
         self._pid = os.getpid()
         self._atexit = _closer(weakref.ref(self))
         atexit.register(self._atexit)
@@ -214,7 +215,7 @@ class MerkleAuditLog:
                     return self._drain([prepared])
             with self._pending_cv:
                 self._raise_failure()
-                if self._closed:
+                if self._sealed:
                     raise AuditError("audit log is closed")
                 self._pending.append(prepared)
                 queued = len(self._pending)
@@ -279,6 +280,8 @@ class MerkleAuditLog:
     def close(self) -> None:
         if self._pid != os.getpid():
             self._after_fork()
+        with self._pending_cv:
+            self._sealed = True  # an append from now on raises; what is queued commits below
         with self._lock:
             if self._closed:
                 return

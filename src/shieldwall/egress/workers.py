@@ -14,7 +14,8 @@ The parent stays small: it validates the policy and opens sockets, and each work
 builds its own wall (policy, stores, audit log, detectors) after the fork, so no thread,
 database connection or model session crosses a fork. Workers share what the policy
 shares: counters in ``store.backend: redis``, the audit log's file or database (several
-writers serialise on its lock). What stays per worker: kept upstream connections, the
+writers serialise on its lock; the proxy writes with ``audit.sequence: commit``, so only
+a worker's flusher ever waits for that lock, never its event loop). What stays per worker: kept upstream connections, the
 credential cache and the early-refusal audit rate (``per_second`` each).
 """
 
@@ -85,9 +86,10 @@ class Supervisor:
         old = {s: signal.signal(s, self._signal) for s in (signal.SIGTERM, signal.SIGINT)}
         try:
             if not self._start_all():
+                stopped = self._stopping  # a signal while starting is a stop, not a failure
                 self.stop()
                 self._reap_all()
-                return 1
+                return 0 if stopped else 1
             if self.ready is not None:
                 self.ready()
             return self._watch()

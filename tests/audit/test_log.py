@@ -430,10 +430,11 @@ def test_sequence_at_commit_bounds_the_queue_and_fails_closed(
         log.flush()
     log.store.commit = real  # type: ignore[method-assign]
     quick = make_log(sequence="commit", batch_max_entries=1000, batch_max_delay_ms=10)
+    quick_real = quick.store.commit
     quick.store.commit = broken  # type: ignore[method-assign]
     quick.append(make_entry(0))
     assert wait_until(lambda: quick._failure is not None)
-    quick.store.commit = real  # type: ignore[method-assign]
+    quick.store.commit = quick_real  # type: ignore[method-assign]
     with pytest.raises(AuditError, match="store gone"):  # the gate refuses this decision
         quick.append(make_entry(1))
     quick.close()

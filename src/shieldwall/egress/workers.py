@@ -15,8 +15,9 @@ builds its own wall (policy, stores, audit log, detectors) after the fork, so no
 database connection or model session crosses a fork. Workers share what the policy
 shares: counters in ``store.backend: redis``, the audit log's file or database (several
 writers serialise on its lock; the proxy writes with ``audit.sequence: commit``, so only
-a worker's flusher ever waits for that lock, never its event loop). What stays per worker: kept upstream connections, the
-credential cache and the early-refusal audit rate (``per_second`` each).
+a worker's flusher ever waits for that lock, never its event loop). What stays per
+worker: kept upstream connections, the credential cache and the early-refusal audit
+rate (``per_second`` each).
 """
 
 from __future__ import annotations

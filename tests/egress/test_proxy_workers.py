@@ -28,7 +28,8 @@ TOKEN = "swp_workers-token-0123456789abcdefghijklmnop"
 CLI = [sys.executable, "-c", "from shieldwall.cli import main; main()"]
 
 
-def _policy(tmp: Path, port: int, store: str, calls: int = 5) -> Path:
+def _policy(tmp: Path, port: int, store: str, calls: int = 5,
+            audit: str = "{path: audit.db}") -> Path:
     p = tmp / "shieldwall.yaml"
     p.write_text(f"""
 version: 1
@@ -44,7 +45,7 @@ egress:
     listen: "127.0.0.1:0"
     credentials:
       - {{agent: bot, role: reader, token_sha256: "{hash_token(TOKEN)}"}}
-audit: {{path: audit.db}}
+audit: {audit}
 {store}
 """)
     return p
@@ -118,16 +119,38 @@ def proxy_of(tmp_path: Path) -> Iterator[list[Proxy]]:
 
 
 def _audit_rules(policy: Path) -> list[str]:
-    import sqlite3
+    from shieldwall.audit import open_store
+    from shieldwall.policy.load import load_policy
 
-    with sqlite3.connect(policy.parent / "audit.db") as db:
-        return [r for (r,) in db.execute("SELECT rules FROM entries ORDER BY seq")]
+    store = open_store(load_policy(policy).audit, policy.parent)
+    try:
+        return [row.rules for row in store.iter_rows()]
+    finally:
+        store.close()
+
+
+PG_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def audit_section(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The workers' one audit log: an SQLite file, or PostgreSQL on 127.0.0.1:5432."""
+    if request.param == "sqlite":
+        yield "{path: audit.db}"
+        return
+    from shieldwall.audit.postgres_store import PostgresStore
+
+    schema = f"swtest_{uuid.uuid4().hex[:12]}"
+    yield f"{{store: postgres, dsn: '{PG_DSN}', pg_schema: {schema}}}"
+    st = PostgresStore(PG_DSN, schema)
+    st.drop()
+    st.close()
 
 
 @pytest.mark.redis
 def test_workers_share_one_budget_one_kill_switch_and_one_audit_tree(
-        tmp_path: Path, upstream: Upstream, proxy_of: list[Proxy]) -> None:
-    policy = _policy(tmp_path, upstream.port, _redis_store(), calls=5)
+        tmp_path: Path, upstream: Upstream, proxy_of: list[Proxy], audit_section: str) -> None:
+    policy = _policy(tmp_path, upstream.port, _redis_store(), calls=5, audit=audit_section)
     p = Proxy(policy, "--workers", "2")
     proxy_of.append(p)
     assert "(2 workers)" in p.text() and len(p.workers()) == 2

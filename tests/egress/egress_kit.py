@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -49,6 +50,8 @@ def _handler(up: Upstream) -> type[BaseHTTPRequestHandler]:
                 self.send_header("Content-Length", "0")
                 self.end_headers()
                 return
+            if self.path.startswith("/slow/"):  # /slow/MS: answer after MS milliseconds
+                time.sleep(int(self.path.split("/")[2]) / 1000)
             if self.path.startswith("/big/"):
                 size = int(self.path.split("/")[2])
                 payload = b"a" * size

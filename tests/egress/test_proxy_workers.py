@@ -290,3 +290,68 @@ def test_supervisor_gives_up_on_workers_that_keep_dying(tmp_path: Path) -> None:
     assert _supervise_in_child(Supervisor(1, child, max_restarts=3, window=30)) == 1
     assert starts.read_text().split() == ["0"] * 4  # the first start and three restarts
     assert time.monotonic() - t0 < 20
+
+
+# --------------------------------------------------------------------------- stopping
+
+
+def _send(port: int, path: str, upstream: Upstream, keep: bool = True) -> socket.socket:
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s.sendall(f"GET http://127.0.0.1:{upstream.port}{path} HTTP/1.1\r\n"
+              f"Proxy-Authorization: Bearer {TOKEN}\r\n"
+              f"{'' if keep else 'Connection: close' + chr(13) + chr(10)}\r\n".encode())
+    return s
+
+
+def _read_response(s: socket.socket) -> bytes:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = s.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    n = int(re.search(rb"(?i)content-length: (\d+)", head).group(1))  # type: ignore[union-attr]
+    while len(body) < n:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return head + b"\r\n\r\n" + body
+
+
+@pytest.mark.parametrize("workers", [1, pytest.param(2, marks=pytest.mark.redis)])
+def test_sigterm_drains_requests_in_flight_and_closes_idle_connections(
+        tmp_path: Path, upstream: Upstream, proxy_of: list[Proxy], workers: int) -> None:
+    """A deploy or a worker restart must not cut requests in flight: SIGTERM stops
+    accepting, closes idle keep-alive connections, lets the running request finish (its
+    response says Connection: close), then exits."""
+    store = _redis_store() if workers > 1 else ""
+    policy = _policy(tmp_path, upstream.port, store, calls=1000)
+    p = Proxy(policy, "--workers", str(workers))
+    proxy_of.append(p)
+    idle = _send(p.port, "/first", upstream)
+    assert _read_response(idle).startswith(b"HTTP/1.1 200")  # now idle, kept alive
+    busy = _send(p.port, "/slow/1500", upstream)  # the upstream answers after 1.5 s
+    deadline = time.monotonic() + 10
+    while not any(x["path"] == "/slow/1500" for x in upstream.seen) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    p.proc.send_signal(signal.SIGTERM)
+    idle.settimeout(1.2)  # closed by the drain well before the slow answer comes
+    assert idle.recv(100) == b""
+    refused = False
+    deadline = time.monotonic() + 5
+    while not refused and time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", p.port), timeout=1).close()
+            time.sleep(0.05)
+        except OSError:
+            refused = True
+    assert refused, "the proxy still accepted connections after SIGTERM"
+    answer = _read_response(busy)
+    assert answer.startswith(b"HTTP/1.1 200") and b'"path": "/slow/1500"' in answer
+    assert re.search(rb"(?im)^connection: close\r$", answer.partition(b"\r\n\r\n")[0] + b"\r")
+    assert busy.recv(100) == b""  # and then the connection closes
+    assert p.proc.wait(20) == 0
+    idle.close()
+    busy.close()

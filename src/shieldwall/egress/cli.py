@@ -101,7 +101,9 @@ def serve(
         return _serve_one(policy, tcp, None, ident, run_id, up, reuse_port=True,
                           unix_sock=unix_sock)
 
-    sup = Supervisor(n, child, ready=lambda: ready(bound))
+    # Workers stop by draining (egress.proxy.drain_timeout): wait that long, and a little
+    # more, before a worker that has not stopped is killed.
+    sup = Supervisor(n, child, ready=lambda: ready(bound), grace=settings.drain_timeout + 5)
     code = sup.run()
     for s_ in (held, unix_sock):
         if s_ is not None:

@@ -582,6 +582,7 @@ class EgressProxy:
                                  else decide_in_thread)
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sw-proxy")
         self._active = 0
+        self._draining = False  # close(drain=...) under way: no new requests on old connections
         self._tasks: set[asyncio.Task[Any]] = set()
         self.stats = {"requests": 0, "refused": 0, "errors": 0}
 
@@ -713,9 +714,21 @@ class EgressProxy:
             bound.append(unix_path)
         return bound
 
-    async def close(self) -> None:
+    async def close(self, drain: float = 0.0) -> None:
+        """Stop. With ``drain`` > 0 (SIGTERM to ``shieldwall proxy``: ``drain_timeout``),
+        stop accepting first, close idle keep-alive connections, let requests in flight
+        finish (their connections close after the response) for up to ``drain`` seconds,
+        and only then cut what is left (tunnels, slow transfers)."""
         for s in self.servers:
             s.close()
+        if drain > 0:
+            self._draining = True
+            for c in list(self._fast):
+                c.drain()
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + drain
+            while self._active > 0 and loop.time() < deadline:
+                await asyncio.sleep(0.02)
         for t in list(self._tasks):
             t.cancel()
         if self._sweeper is not None:
@@ -778,7 +791,7 @@ class EgressProxy:
             peer = writer.get_extra_info("peername")
             for _ in range(10_000):  # keep-alive requests on one connection, bounded
                 keep = await self._one(reader, writer, up, peer, fixed)
-                if not keep:
+                if not keep or self._draining:
                     break
         except (_Closed, ConnectionError, asyncio.IncompleteReadError):
             pass
@@ -1440,7 +1453,7 @@ class _FastClient(asyncio.Protocol):
             except EgressRefused as e:
                 raise _Reply(403, f"refused by Shieldwall: {e.finding.message}",
                              [e.finding.rule], close=client_close) from None
-        self.close_after = client_close
+        self.close_after = client_close or p._draining
         self.head_only = act.method == "HEAD"
         self.seq += 1
         self.state = _WAIT
@@ -1524,7 +1537,7 @@ class _FastClient(asyncio.Protocol):
         if up is not None:
             up.c = None
             up.close()
-        if r.close:
+        if r.close or self.p._draining:
             self.state = _DONE
             self.t.close()
         else:
@@ -1551,6 +1564,16 @@ class _FastClient(asyncio.Protocol):
                 self.abort()  # mid-body stall (upstream or a client that stopped reading)
             else:
                 self.reply(_Reply(504, "upstream did not answer in time"))
+
+    def drain(self) -> None:
+        """The proxy is stopping: an idle keep-alive connection closes now, a busy one
+        after its response (the stream-based path checks ``_draining`` itself)."""
+        if self.sp is not None or self.state == _DONE:
+            return
+        self.close_after = True
+        if self.state == _HEAD and not self.buf:
+            self.state = _DONE
+            self.t.close()
 
     def abort(self) -> None:
         self.state = _DONE
@@ -1729,6 +1752,8 @@ class _UpConn(asyncio.Protocol):
                          ["egress.response_too_large"], close=False)
         self.keep = not rh.close
         head = rh.out
+        if self.p._draining:  # the proxy is stopping: tell the client this is the last
+            head = head[:-2] + b"Connection: close\r\n\r\n"
         start = end + 4
         avail = len(self.buf) - start
         if avail > n:
@@ -1939,4 +1964,4 @@ async def serve(proxy: EgressProxy, listen: str | None, unix_path: str | None,
     try:
         await (stop or asyncio.Event()).wait()
     finally:
-        await proxy.close()
+        await proxy.close(drain=proxy.settings.drain_timeout if stop is not None else 0.0)

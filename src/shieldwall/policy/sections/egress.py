@@ -95,6 +95,10 @@ class ProxySettings(_Strict):
     connect_tunnels: bool = Field(
         default=True, description="allow CONNECT to allowed host:port (content is not inspected)"
     )
+    drain_timeout: float = Field(
+        default=10.0, ge=0,
+        description="on SIGTERM: seconds requests in flight may take to finish (no new "
+        "connections, idle ones closed) before the rest are cut; 0 cuts at once")
     workers: int = Field(
         default=1, ge=1, le=256,
         description="worker processes (one event loop, so one CPU, each); more than one "

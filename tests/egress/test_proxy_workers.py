@@ -79,12 +79,12 @@ class Proxy:
                              capture_output=True, text=True).stdout
         return {int(x) for x in out.split()}
 
-    def get(self, path: str, upstream: Upstream) -> tuple[int, str]:
+    def get(self, path: str, upstream: Upstream, token: str = TOKEN) -> tuple[int, str]:
         """One request on a new connection (new connections are what the kernel spreads
         over the workers)."""
         with socket.create_connection(("127.0.0.1", self.port), timeout=10) as s:
             s.sendall(f"GET http://127.0.0.1:{upstream.port}{path} HTTP/1.1\r\n"
-                      f"Proxy-Authorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n".encode())
+                      f"Proxy-Authorization: Bearer {token}\r\nConnection: close\r\n\r\n".encode())
             data = b""
             while chunk := s.recv(65536):
                 data += chunk
@@ -247,6 +247,42 @@ def test_workers_refuse_to_start_without_a_shared_store(tmp_path: Path, upstream
     res = subprocess.run([*CLI, "kill", "--agent", "bot", "--policy", str(policy)],
                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert res.returncode == 2 and "would reach nobody" in res.stderr
+
+
+@pytest.mark.redis
+def test_sighup_reloads_worker_by_worker_and_a_bad_file_leaves_them_running(
+        tmp_path: Path, upstream: Upstream, proxy_of: list[Proxy]) -> None:
+    policy = _policy(tmp_path, upstream.port, _redis_store(), calls=1000)
+    p = Proxy(policy, "--workers", "2")
+    proxy_of.append(p)
+    first = p.workers()
+    second = "swp_second-agent-token-0123456789abcdefghij"
+    assert p.get("/before", upstream)[0] == 200 and p.get("/before", upstream, second)[0] == 407
+
+    # A new agent credential: the new workers take over, the old ones drain and exit.
+    policy.write_text(policy.read_text().replace(
+        "    credentials:\n",
+        f'    credentials:\n      - {{agent: bot2, role: reader, token_sha256: "{hash_token(second)}"}}\n'))
+    os.kill(p.proc.pid, signal.SIGHUP)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (
+            "reloaded: 2 workers" in p.text() and len(p.workers()) == 2 and not p.workers() & first):
+        time.sleep(0.05)
+    now = p.workers()
+    assert len(now) == 2 and not now & first, p.text()
+    assert all(p.get(f"/after{i}", upstream, second)[0] == 200 for i in range(6))
+    assert p.get("/after", upstream)[0] == 200
+
+    # A broken file is refused and the running workers stay, with the policy they have.
+    policy.write_text(policy.read_text().replace("roles:", "roles: [oops"))
+    os.kill(p.proc.pid, signal.SIGHUP)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and "reload refused" not in p.text():
+        time.sleep(0.05)
+    assert "reload refused, the running workers stay" in p.text()
+    assert p.workers() == now
+    assert p.get("/still", upstream, second)[0] == 200
+    assert p.stop() == 0
 
 
 # --------------------------------------------------------------------------- supervisor

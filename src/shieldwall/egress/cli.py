@@ -103,7 +103,8 @@ def serve(
 
     # Workers stop by draining (egress.proxy.drain_timeout): wait that long, and a little
     # more, before a worker that has not stopped is killed.
-    sup = Supervisor(n, child, ready=lambda: ready(bound), grace=settings.drain_timeout + 5)
+    sup = Supervisor(n, child, ready=lambda: ready(bound), grace=settings.drain_timeout + 5,
+                     check=lambda: _reload_problem(policy, n))
     code = sup.run()
     for s_ in (held, unix_sock):
         if s_ is not None:
@@ -120,17 +121,36 @@ def _fail(message: str, code: int = 2) -> NoReturn:
 def _check_shared(pol: Policy, path: Path, n: int) -> None:
     """Workers enforce one policy only if what they count is shared: refuse to start
     otherwise (each worker would grant the whole budget, and a kill would reach one)."""
+    problem = _shared_problem(pol, path, n)
+    if problem:
+        _fail(problem)
+
+
+def _shared_problem(pol: Policy, path: Path, n: int) -> str | None:
     from ..stores import StoreError, open_counter_store
 
     if pol.store.backend != "redis":
-        _fail(f"{path}: --workers {n} needs store.backend: redis. Call budgets, rate limits "
-              "and the kill switch are counted in the store, and with the memory store each "
-              f"worker would keep its own ({n}x every budget, a kill reaching one worker). "
-              "Set store.backend: redis and store.url, or run one worker.")
+        return (f"{path}: --workers {n} needs store.backend: redis. Call budgets, rate limits "
+                "and the kill switch are counted in the store, and with the memory store each "
+                f"worker would keep its own ({n}x every budget, a kill reaching one worker). "
+                "Set store.backend: redis and store.url, or run one worker.")
     try:
         open_counter_store(pol.store).ping()  # type: ignore[attr-defined]
     except StoreError as e:
-        _fail(f"{path}: --workers {n}: the shared store is not reachable: {e}")
+        return f"{path}: --workers {n}: the shared store is not reachable: {e}"
+    return None
+
+
+def _reload_problem(path: Path, n: int) -> str | None:
+    """Why the policy file as it now stands cannot replace the running one (SIGHUP)."""
+    from ..errors import PolicyError
+    from ..policy.load import load_policy
+
+    try:
+        pol = load_policy(path)
+    except PolicyError as e:
+        return str(e)
+    return _shared_problem(pol, path, n)
 
 
 def _serve_one(policy: Path, tcp: str | None, sock: str | None, ident: Any, run_id: str,

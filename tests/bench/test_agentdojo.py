@@ -175,3 +175,19 @@ def test_detect_encoder_mode_turns_the_encoder_on_and_writes_its_own_table(tmp_p
     data = json.loads((tmp_path / "agentdojo-detect-encoder.json").read_text())
     assert data["detect_encoder"] is True and data["overall"]["pairs"] == 9
     assert "--detect-encoder" in (tmp_path / "agentdojo-detect-encoder.md").read_text()
+
+
+def test_the_bare_role_run_writes_its_own_table(tmp_path: Path) -> None:
+    """`--scope role` and the default run each write their own file, so neither run
+    overwrites the other's scoreboard."""
+    import json
+
+    from shieldwall.bench.agentdojo import command
+
+    command(suite="banking", user_tasks=1, scope="role", out_dir=tmp_path)
+    assert json.loads((tmp_path / "agentdojo-role.json").read_text())["scope"] == "role"
+    assert "--scope role" in (tmp_path / "agentdojo-role.md").read_text()
+    assert not (tmp_path / "agentdojo.md").exists()
+    command(suite="banking", user_tasks=1, out_dir=tmp_path)
+    assert "`agentdojo-role.md`" in (tmp_path / "agentdojo.md").read_text()
+    assert json.loads((tmp_path / "agentdojo-role.json").read_text())["scope"] == "role"

@@ -183,7 +183,8 @@ def command(
     scope: Annotated[str, typer.Option(
         help="oracle: narrowest policy task covering the user task's tools; role: no task")]
         = "oracle",
-    out_dir: Annotated[Path, typer.Option(help="where agentdojo.md/.json are written")]
+    out_dir: Annotated[Path, typer.Option(
+        help="where agentdojo.md/.json are written (agentdojo-role.md with --scope role)")]
         = Path("benchmarks"),
     user_tasks: Annotated[int | None, typer.Option(
         help="only the first N user tasks per suite (quick look)")] = None,
@@ -228,6 +229,8 @@ def command(
         name = ("agentdojo-detect" + ("-remove" if detect_results == "remove" else "")
                 + ("-encoder" if detect_encoder else ""))
         pdir = _with_detect(pdir, names, detect_results, encoder=detect_encoder)
+    if scope == "role":  # its own table: the default run does not overwrite it, nor it that one
+        name += "-role"
     console = Console()
     started = time.perf_counter()
     plan: dict[str, list[str]] = {}
@@ -256,6 +259,11 @@ def command(
         table.add_row(*row)
     console.print(table)
     notes = _notes(reports, total, scope, pdir, elapsed)
+    if scope == "oracle" and not detect:
+        notes.append("")
+        notes.append(f"The same replay without task scopes (`--scope role`): `{name}-role.md`. "
+                     "How the figures moved between versions: `agentdojo-history.md` "
+                     "(written by hand from earlier runs).")
     if detect:
         flag = (" --detect-results remove" if detect_results == "remove" else "") + (
             " --detect-encoder" if detect_encoder else "")

@@ -253,7 +253,8 @@ def test_workers_refuse_to_start_without_a_shared_store(tmp_path: Path, upstream
 def test_sighup_reloads_worker_by_worker_and_a_bad_file_leaves_them_running(
         tmp_path: Path, upstream: Upstream, proxy_of: list[Proxy]) -> None:
     policy = _policy(tmp_path, upstream.port, _redis_store(), calls=1000)
-    p = Proxy(policy, "--workers", "2")
+    sock = tmp_path / "p.sock"
+    p = Proxy(policy, "--workers", "2", "--unix", str(sock))
     proxy_of.append(p)
     first = p.workers()
     second = "swp_second-agent-token-0123456789abcdefghij"
@@ -272,6 +273,12 @@ def test_sighup_reloads_worker_by_worker_and_a_bad_file_leaves_them_running(
     assert len(now) == 2 and not now & first, p.text()
     assert all(p.get(f"/after{i}", upstream, second)[0] == 200 for i in range(6))
     assert p.get("/after", upstream)[0] == 200
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:  # the old workers left it open
+        s.settimeout(10)
+        s.connect(str(sock))
+        s.sendall(f"GET http://127.0.0.1:{upstream.port}/unix HTTP/1.1\r\n"
+                  f"Proxy-Authorization: Bearer {second}\r\nConnection: close\r\n\r\n".encode())
+        assert s.recv(100).startswith(b"HTTP/1.1 200")
 
     # A broken file is refused and the running workers stay, with the policy they have.
     policy.write_text(policy.read_text().replace("roles:", "roles: [oops"))

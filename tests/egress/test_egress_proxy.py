@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import socket
 import threading
@@ -631,3 +632,102 @@ def test_an_early_refusal_flood_is_counted_not_written_one_by_one(tmp_path: Path
     assert len(entries) == 4
     assert "7 more early refusals were not recorded" in entries[-1]["findings"][0]["message"]
     wall.close()
+
+
+def _echo_server() -> tuple[socket.socket, list[bytes]]:
+    """A TCP echo server on loopback (what a tunnel reaches), recording what arrives."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    got: list[bytes] = []
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+
+            def echo(c: socket.socket) -> None:
+                with c:
+                    while data := c.recv(65536):
+                        got.append(data)
+                        c.sendall(data)
+
+            threading.Thread(target=echo, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return srv, got
+
+
+def test_the_kill_switch_cuts_a_tunnel_opened_before_it(tmp_path: Path) -> None:
+    _tunnel_cut_case(tmp_path, break_store=False)
+
+
+def test_an_open_tunnel_is_cut_when_its_revocation_cannot_be_checked(tmp_path: Path) -> None:
+    """Fail closed: the store that holds the kill switch stops answering."""
+    _tunnel_cut_case(tmp_path, break_store=True)
+
+
+def _tunnel_cut_case(tmp_path: Path, break_store: bool) -> None:
+    """CONNECT is decided once, when the tunnel opens. A hijacked agent that opened one
+    before it was killed must not keep it: the proxy re-checks the revocation of every
+    open tunnel (egress.proxy.tunnel_recheck) and cuts it, and says so in the audit log."""
+    echo, got = _echo_server()
+    port = echo.getsockname()[1]
+    policy = parse_policy(f"""
+roles:
+  reader: {{http_methods: [GET]}}
+egress:
+  allow_hosts: ["allowed.test"]
+  ports: [{port}]
+  allow_private: ["127.0.0.1"]
+  proxy:
+    tunnel_recheck: 0.2
+    credentials:
+      - {{agent: reader-bot, role: reader, token_sha256: "{hash_token(READER_TOKEN)}"}}
+audit: {{path: audit.db}}
+gate: {{layer_budget_ms: 10000}}
+""")
+    wall = Shieldwall(policy, base_dir=tmp_path)
+    pol = egress_policy(wall)
+    pol.resolver.inner = StaticResolver({"allowed.test": ["127.0.0.1"]})
+    from shieldwall.egress.proxy import audit_early_refusals
+
+    pt = ProxyThread(EgressProxy(pol, session_decider(wall), refused=audit_early_refusals(wall)))
+    try:
+        with socket.create_connection(("127.0.0.1", pt.port), timeout=5) as s:
+            s.sendall(f"CONNECT allowed.test:{port} HTTP/1.1\r\n".encode() + auth(READER_TOKEN) + b"\r\n")
+            assert s.recv(4096).startswith(b"HTTP/1.1 200")
+            s.sendall(b"before the kill")
+            assert s.recv(100) == b"before the kill"
+            if break_store:
+                from shieldwall.stores import StoreError
+
+                def down(*keys: str) -> bool:
+                    raise StoreError("redis store unavailable: ConnectionError")
+
+                wall.store.any_revoked = down  # type: ignore[method-assign]
+            else:
+                wall.kill(agent="reader-bot")
+            s.settimeout(5)
+            try:  # cut within a few recheck periods: EOF or a reset, not silence
+                cut = s.recv(100) == b""
+            except ConnectionResetError:
+                cut = True
+            assert cut
+            with contextlib.suppress(OSError):
+                s.sendall(b"after the kill")
+        time.sleep(0.3)
+        assert b"after the kill" not in b"".join(got)
+        # A new tunnel is refused at once, by the gate.
+        out = raw(pt.port, f"CONNECT allowed.test:{port} HTTP/1.1\r\n".encode() + auth(READER_TOKEN) + b"\r\n")
+        assert out.startswith(b"HTTP/1.1 403")
+        assert (b"gate.layer_error" if break_store else b"identity.revoked") in out
+    finally:
+        pt.stop()
+        echo.close()
+    wall.close()
+    text = (tmp_path / "audit.db").read_bytes()
+    why = b"the revocation check failed (StoreError)" if break_store else b"the agent or its session was revoked"
+    assert b"open tunnel to allowed.test" in text and why in text

@@ -155,34 +155,49 @@ class CredentialStore:
 Decide = Callable[[ProxyIdentity, Egress], Decision]
 
 
-def session_decider(wall: Shieldwall, run: str | None = None) -> Decide:
+class SessionDecider:
     """A ``decide`` that asks a Session of the credential's agent (one per identity).
 
     The session id is ``prx_<run>_<digest of agent, role, task>``: the worker processes of
     one ``shieldwall proxy --workers N`` share ``run``, so an agent has the same session
     (budgets, rate buckets, revocation) in every worker when the store is shared. A new
-    run (a restart of the proxy) opens new sessions."""
-    import threading
+    run (a restart of the proxy) opens new sessions. :meth:`revoked` lets the proxy cut
+    a tunnel it opened earlier once the kill switch is pulled."""
 
-    run = run or _secrets.token_hex(4)
-    sessions: dict[ProxyIdentity, Any] = {}
-    lock = threading.Lock()
+    def __init__(self, wall: Shieldwall, run: str | None = None) -> None:
+        import threading
 
-    def decide(ident: ProxyIdentity, action: Egress) -> Decision:
-        s = sessions.get(ident)  # a dict read is atomic; the lock guards the first open
+        self.wall = wall
+        self.run = run or _secrets.token_hex(4)
+        self.sessions: dict[ProxyIdentity, Any] = {}
+        self._lock = threading.Lock()
+
+    def session_id(self, ident: ProxyIdentity) -> str:
+        who = "\0".join((ident.agent, ident.role, ident.task or ""))
+        return f"prx_{self.run}_{hashlib.sha256(who.encode()).hexdigest()[:16]}"
+
+    def __call__(self, ident: ProxyIdentity, action: Egress) -> Decision:
+        s = self.sessions.get(ident)  # a dict read is atomic; the lock guards the first open
         if s is None:
-            with lock:
-                s = sessions.get(ident)
+            with self._lock:
+                s = self.sessions.get(ident)
                 if s is None:
-                    who = "\0".join((ident.agent, ident.role, ident.task or ""))
-                    sid = f"prx_{run}_{hashlib.sha256(who.encode()).hexdigest()[:16]}"
-                    s = wall.session(agent=ident.agent, role=ident.role, task=ident.task,
-                                     session_id=sid)
-                    sessions[ident] = s
+                    s = self.wall.session(agent=ident.agent, role=ident.role, task=ident.task,
+                                          session_id=self.session_id(ident))
+                    self.sessions[ident] = s
         d: Decision = s.decide(action)
         return d
 
-    return decide
+    def revoked(self, ident: ProxyIdentity) -> bool:
+        """Whether the kill switch now covers this identity's session or agent (a store
+        error raises: the caller treats that as revoked)."""
+        return self.wall.store.any_revoked("session:" + self.session_id(ident),
+                                           "agent:" + ident.agent)
+
+
+def session_decider(wall: Shieldwall, run: str | None = None) -> SessionDecider:
+    """See :class:`SessionDecider`."""
+    return SessionDecider(wall, run)
 
 
 def audit_early_refusals(wall: Shieldwall, per_second: float = 50.0,
@@ -562,6 +577,7 @@ class EgressProxy:
         workers: int = 8,
         decide_in_thread: bool | None = None,
         refused: Callable[[EarlyRefusal], None] | None = None,
+        revoked: Callable[[ProxyIdentity], bool] | None = None,
     ) -> None:
         self._gen = 0
         self._pool: dict[tuple[Any, ...], list[_UpConn]] = {}
@@ -576,6 +592,10 @@ class EgressProxy:
         # Refusals made before a decision exists (see EarlyRefusal); in production
         # :func:`audit_early_refusals` writes them to the wall's audit log.
         self.refused = refused
+        # Asked every tunnel_recheck seconds for each open CONNECT tunnel: a decision was
+        # made once, when it opened; a kill switch pulled since then cuts it. Defaults to
+        # the decider's own ``revoked`` (a SessionDecider has one).
+        self.revoked = revoked if revoked is not None else getattr(decide, "revoked", None)
         self.upstream_ssl = upstream_ssl
         self.servers: list[asyncio.Server] = []
         self.decide_in_thread = (self.settings.decide_in_threads if decide_in_thread is None
@@ -954,10 +974,40 @@ class EgressProxy:
         writer.write(b"HTTP/1.1 200 Connection Established\r\n\r\n")
         await writer.drain()
         self._emit(event="tunnel", agent=ident.agent, target=parsed.netloc)
+        pipes = asyncio.gather(self._pipe(reader, uw), self._pipe(ur, writer))
+        watch = (asyncio.get_running_loop().create_task(self._watch_tunnel(ident, parsed, pipes, writer))
+                 if self.revoked is not None else None)
         try:
-            await asyncio.gather(self._pipe(reader, uw), self._pipe(ur, writer))
+            await pipes
+        except asyncio.CancelledError:
+            if watch is None or not watch.done():
+                raise
         finally:
+            if watch is not None:
+                watch.cancel()
             uw.close()
+
+    async def _watch_tunnel(self, ident: ProxyIdentity, parsed: ParsedURL,
+                            pipes: asyncio.Future[Any], writer: asyncio.StreamWriter) -> None:
+        """Cut an open tunnel once its agent or session is revoked (or the check fails:
+        fail closed), within ``tunnel_recheck`` seconds of the kill."""
+        assert self.revoked is not None
+        every = self.settings.tunnel_recheck
+        while not pipes.done():
+            await asyncio.sleep(every)
+            try:
+                cut = self.revoked(ident)
+                why = "the agent or its session was revoked (kill switch)"
+            except Exception as e:  # the store cannot answer: the tunnel cannot stay
+                cut, why = True, f"the revocation check failed ({type(e).__name__})"
+            if cut and not pipes.done():
+                self._emit(event="tunnel_cut", agent=ident.agent, target=parsed.netloc)
+                r = _Reply(403, f"open tunnel to {parsed.netloc} cut: {why}", ["identity.revoked"])
+                r.method, r.url, r.ident = "CONNECT", f"https://{parsed.netloc}/", ident
+                self._refused_early(r, writer.get_extra_info("peername"))
+                pipes.cancel()
+                writer.transport.abort()
+                return
 
     async def _pipe(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
         idle = self.settings.idle_timeout

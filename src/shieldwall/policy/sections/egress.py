@@ -95,6 +95,10 @@ class ProxySettings(_Strict):
     connect_tunnels: bool = Field(
         default=True, description="allow CONNECT to allowed host:port (content is not inspected)"
     )
+    tunnel_recheck: float = Field(
+        default=1.0, gt=0, le=60,
+        description="seconds between kill-switch checks of an open CONNECT tunnel: a tunnel "
+        "whose agent or session is revoked is cut within this time")
     drain_timeout: float = Field(
         default=10.0, ge=0,
         description="on SIGTERM: seconds requests in flight may take to finish (no new "

@@ -186,6 +186,40 @@ def test_a_failure_in_the_flusher_surfaces_at_the_next_append(make_log: LogFacto
         log.append(make_entry(1))
 
 
+@pytest.mark.parametrize("sequence", ["append", "commit"])
+def test_after_a_failed_commit_appends_commit_at_once_until_the_store_works(
+        spec: StoreSpec, make_log: LogFactory, sequence: str) -> None:
+    """Fail closed while the store keeps failing: an append that only joined a batch
+    would let its decision through and lose its entry a moment later. After a failed
+    batch every append commits before it returns (so it raises while the store fails),
+    until one commit succeeds; then batching resumes."""
+    log = make_log(sequence=sequence, batch_max_entries=1000, batch_max_delay_ms=10)
+    real = log.store.commit
+
+    def broken(*a: Any, **k: Any) -> None:
+        raise OSError("disk full")
+
+    log.store.commit = broken  # type: ignore[method-assign]
+    log.append(make_entry(0))
+    assert wait_until(lambda: log._failure is not None)
+    with pytest.raises(AuditError, match="disk full"):  # the loss is reported
+        log.append(make_entry(1))
+    for i in range(2, 5):  # still failing: every decision is refused, none is queued
+        with pytest.raises(AuditError, match="disk full"):
+            log.append(make_entry(i))
+    log.store.commit = real  # type: ignore[method-assign]
+    other = spec.open()
+    try:
+        seq = log.append(make_entry(5))  # commits at once: the store works again
+        assert seq is not None and other.size() == seq + 1
+        queued = log.append(make_entry(6))  # and batching resumes
+        assert (queued is None) == (sequence == "commit") and other.size() == seq + 1
+        log.flush()
+        assert other.size() == seq + 2
+    finally:
+        other.close()
+
+
 def test_non_json_entries_are_refused(make_log: LogFactory) -> None:
     log = make_log()
     with pytest.raises(AuditError):

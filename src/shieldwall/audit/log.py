@@ -23,6 +23,10 @@ lock after ``batch_max_delay_ms``, numbers the queued entries and commits them i
 transaction. Durability, the failure rule (the next ``append`` raises) and the bound
 (``batch_max_entries`` queued: that append commits before it returns) are as above;
 durable appends number and commit at once and return their sequence number.
+
+After a failed commit (or a store that cannot begin one), until a commit succeeds, every
+``append`` commits before it returns, in both modes: while the store keeps failing each
+decision is refused, instead of joining a batch whose entry would be lost a moment later.
 Tree heads are signed at the first commit after ``head_every_entries`` new entries or
 ``head_every_seconds``, on ``sign_head()`` and at ``close()``.
 """
@@ -186,6 +190,9 @@ class MerkleAuditLog:
         self._pending_cv = threading.Condition(threading.Lock())
         self._pending_since = 0.0
         self._sealed = False  # closing: no more queued appends
+        # A commit (or begin) failed and none has succeeded since: every append commits
+        # before it returns, so it raises while the store keeps failing (fail closed).
+        self._degraded = False
         self._pid = os.getpid()
         self._atexit = _closer(weakref.ref(self))
         atexit.register(self._atexit)
@@ -208,8 +215,9 @@ class MerkleAuditLog:
         prepared = self.prepare(entry)
         if self._pid != os.getpid():
             self._after_fork()
+        at_once = durable or (durable is None and self._durable_each) or self._degraded
         if self._defer:
-            if durable or (durable is None and self._durable_each):
+            if at_once:
                 with self._lock:
                     self._raise_failure()
                     return self._drain([prepared])
@@ -228,7 +236,7 @@ class MerkleAuditLog:
             return None
         with self._lock:
             seq = self._add(prepared)
-            if durable or (durable is None and self._durable_each) or len(self._rows) >= self._batch_max:
+            if at_once or len(self._rows) >= self._batch_max:
                 self._commit()
             elif len(self._rows) == 1:
                 self._arm_flusher()
@@ -325,6 +333,7 @@ class MerkleAuditLog:
         self._failure = None
         self._pending = []
         self._pending_cv = threading.Condition(threading.Lock())
+        self._degraded = False
         reopen = getattr(self.store, "reopen_after_fork", None)
         if reopen is not None:
             reopen()
@@ -340,6 +349,7 @@ class MerkleAuditLog:
         try:
             st = self.store.begin()
         except Exception as exc:
+            self._degraded = True
             raise AuditError(f"audit store unavailable: {exc}") from exc
         try:
             self._frontier = Frontier.from_bytes(st.size, st.frontier)
@@ -381,11 +391,13 @@ class MerkleAuditLog:
                 head = self.signer.sign(self.store.log_id, frontier.size, frontier.root(), now_ms)
             self.store.commit(rows, frontier.size, frontier.to_bytes(), head)
         except BaseException as exc:
+            self._degraded = True
             try:
                 self.store.rollback()
             except Exception:  # noqa: S110 - the commit's own error is the one to report
                 pass
             raise AuditError(f"audit log commit failed: {exc}") from exc
+        self._degraded = False
 
     def _drain(self, extra: list[tuple[bytes, tuple[Any, ...]]] | None = None) -> int | None:
         """sequence="commit", with the writer lock held: number and commit every queued

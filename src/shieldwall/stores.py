@@ -9,7 +9,10 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from .policy.model import StoreSettings
 
 
 class StoreError(Exception):
@@ -153,7 +156,7 @@ class RedisStore:
         self._call(self._r.ping)
 
 
-def open_counter_store(settings: Any) -> CounterStore:
+def open_counter_store(settings: StoreSettings) -> CounterStore:
     """The store a policy's ``store`` section names (a :class:`StoreSettings`)."""
     if settings.backend == "redis":
         return RedisStore(settings.url, prefix=settings.prefix, ttl_s=max(1, int(settings.ttl)))

@@ -721,17 +721,12 @@ class EgressProxy:
                 h, p = sock.getsockname()[:2]
                 bound.append(f"{h}:{p}")
         ident = unix_identity
+        if unix_sock is None and unix_path is not None:
+            unix_sock = unix_listener(unix_path, unix_mode)
         if unix_sock is not None:
             usrv = await loop.create_unix_server(lambda: _FastClient(self, ident), sock=unix_sock)
             self.servers.append(usrv)
             bound.append(str(unix_sock.getsockname()))
-        elif unix_path is not None:
-            if os.path.exists(unix_path):
-                os.unlink(unix_path)
-            usrv = await loop.create_unix_server(lambda: _FastClient(self, ident), unix_path)
-            os.chmod(unix_path, unix_mode)  # access is still by proxy credential
-            self.servers.append(usrv)
-            bound.append(unix_path)
         return bound
 
     async def close(self, drain: float = 0.0) -> None:

@@ -189,32 +189,32 @@ class Supervisor:
                 self._reload = False
                 self._do_reload()
                 continue
-            if not self._reap_one():
+            reaped = self._reap_one()
+            if reaped == "give up":
+                self.stop()
+                self._reap_all()
+                return 1
+            if reaped == "none":
                 select.select([self._wake[0]], [], [], 1.0)
                 try:
                     while os.read(self._wake[0], 512):
                         pass
                 except BlockingIOError:
                     pass
-                continue
-            if self._stopping is False and self._failed_too_often():
-                self.stop()
-                self._reap_all()
-                return 1
 
-    def _reap_one(self) -> bool:
-        """Reap one ended worker, replacing it unless it was retired or we are stopping;
-        False when none had ended."""
+    def _reap_one(self) -> str:
+        """Reap one ended worker and replace it unless it was retired or we are stopping:
+        "none" (none had ended), "reaped", or "give up" (too many deaths)."""
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
-            return False
+            return "none"
         if not pid:
-            return False
+            return "none"
         index = self.pids.pop(pid, None)
         if index is None or pid in self._retired or self._stopping:
             self._retired.discard(pid)
-            return True
+            return "reaped"
         how = (f"signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status)
                else f"status {os.WEXITSTATUS(status)}")
         now = time.monotonic()
@@ -223,15 +223,11 @@ class Supervisor:
             log.error("proxy worker %d (pid %d) ended with %s: more than %d worker deaths "
                       "in %.0fs, stopping the proxy", index, pid, how, self.max_restarts,
                       self.window)
-            return True
+            return "give up"
         log.warning("proxy worker %d (pid %d) ended with %s: starting a new one", index, pid, how)
         _, r = self._fork(index)
         os.close(r)  # its readiness is not awaited: the others serve meanwhile
-        return True
-
-    def _failed_too_often(self) -> bool:
-        now = time.monotonic()
-        return len([t for t in self._deaths if now - t < self.window]) > self.max_restarts
+        return "reaped"
 
     def _do_reload(self) -> None:
         problem = self.check() if self.check is not None else None
